@@ -1,0 +1,1 @@
+"""Corpus loading, validation and tokenization. Imports neither Ray, Prefect nor MLflow."""

@@ -1,0 +1,137 @@
+"""The training pipeline as a Prefect flow: prepare_data -> train -> evaluate -> register.
+
+Tasks are thin: each calls one data_prep/training function and passes paths, ids and small dicts."""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from datasets import load_from_disk
+from mlflow import MlflowClient
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import TaskRunContext
+
+from data_prep.prepare import MANIFEST, fingerprint, prepare
+from flows.config import PipelineConfig, flatten
+from training import registry, trainer
+from training.data import load_encoded
+from training.loop import LoopConfig
+from training.metrics import score, signatures
+from training.tracking import is_local_store, resolve_tracking_uri
+from training.translator import MODEL_CONFIG, WEIGHTS, Translator
+
+
+def _prepare_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+    """Keyed on the corpus and tokenizer fingerprint; no key (no reuse) once the prepared files are gone."""
+    fp = fingerprint(parameters["config"].data, parameters["config"].tokenizer)
+    return fp if (Path(parameters["config"].work_dir).resolve() / "prepared" / fp / MANIFEST).exists() else None
+
+
+@task(cache_key_fn=_prepare_cache_key, persist_result=True)
+def prepare_data(config: PipelineConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    manifest = prepare(config.data, config.tokenizer, Path(config.work_dir) / "prepared")
+    print(f"prepared {manifest['source']} ({'reused' if manifest['reused'] else 'built'}) "
+          f"in {time.perf_counter() - t0:.1f}s: {manifest['splits']}")
+    return manifest
+
+
+def start_run(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: str) -> str:
+    """One MLflow run per pipeline run, created on the driver; workers only log into it."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(config.tracking.experiment)
+    if exp is None:
+        # An explicit artifact location for local stores; otherwise workers would write under Ray's temp dirs.
+        location = (Path("mlartifacts").resolve().as_uri() if is_local_store(tracking_uri) else None)
+        exp_id = client.create_experiment(config.tracking.experiment, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    run_name = config.tracking.run_name or f"{config.data.source}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = client.create_run(exp_id, run_name=run_name, tags={
+        "corpus": config.data.source, "data_fingerprint": manifest["fingerprint"]})
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run.info.run_id):
+        mlflow.log_params(flatten(config))
+        mlflow.log_params({f"data.size.{k}": v for k, v in manifest["splits"].items()})
+        mlflow.log_metrics({f"data.dropped_too_long.{k}": v for k, v in manifest["dropped_too_long"].items()})
+        encoded = load_from_disk(manifest["encoded"])
+        for split in ("train", "validation", "test"):
+            ds = mlflow.data.from_huggingface(encoded[split].select_columns(["src", "tgt"]),
+                                              path=config.data.source, name=f"{config.data.source}-{split}")
+            mlflow.log_input(ds, context=split)
+        mlflow.log_artifact(manifest["src_tokenizer"], "tokenizers")
+        mlflow.log_artifact(manifest["tgt_tokenizer"], "tokenizers")
+        mlflow.log_dict(config.model_dump(mode="json"), "config.json")
+        mlflow.set_tags(signatures())
+    return run.info.run_id
+
+
+@task
+def train(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: str, run_id: str) -> dict[str, Any]:
+    job = LoopConfig(
+        model=config.model, train=config.train, select_metric=config.tracking.select_metric,
+        src_tokenizer=Path(manifest["src_tokenizer"]).read_text(),
+        tgt_tokenizer=Path(manifest["tgt_tokenizer"]).read_text(),
+        threads=config.scaling.cpus_per_worker, tracking_uri=tracking_uri, run_id=run_id)
+    splits = load_encoded(manifest["encoded"])
+    refs = load_from_disk(manifest["encoded"])["validation"]["tgt"]
+    data = {"train": splits["train"], "validation": splits["validation"], "val_refs": refs}
+    return trainer.fit(job, data, config.scaling, name=f"train-{run_id[:12]}",
+                       storage_path=Path(config.work_dir) / "ray", keep=config.tracking.keep_checkpoints)
+
+
+@task
+def evaluate(config: PipelineConfig, manifest: dict[str, Any], checkpoint: str, tracking_uri: str,
+             run_id: str) -> dict[str, float]:
+    """Scores the best checkpoint on the test split, from raw text to detokenized output."""
+    translator = Translator.from_files(Path(checkpoint) / WEIGHTS, Path(checkpoint) / MODEL_CONFIG,
+                                       manifest["src_tokenizer"], manifest["tgt_tokenizer"],
+                                       max_output_ratio=config.train.max_output_ratio)
+    test = load_from_disk(manifest["encoded"])["test"]
+    hyps = translator.translate(test["src"])
+    metrics = {f"test_{k}": v for k, v in score(hyps, test["tgt"]).items()}
+    MlflowClient(tracking_uri).log_batch(run_id, metrics=[
+        mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()])
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_text("\n".join(f"{s}\t{h}\t{r}" for s, h, r in zip(test["src"], hyps, test["tgt"], strict=True)),
+                        "test_translations.tsv")
+    return metrics
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])  # network IO against the tracking server
+def register(config: PipelineConfig, manifest: dict[str, Any], checkpoint: str, tracking_uri: str, run_id: str,
+             test_metrics: dict[str, float], probe: str) -> dict[str, Any]:
+    return registry.log_and_register(tracking_uri, run_id, checkpoint, manifest["src_tokenizer"],
+                                     manifest["tgt_tokenizer"], config.tracking.model_name,
+                                     test_metrics["test_bleu"], probe)
+
+
+@flow(name="train-pipeline", log_prints=True)
+def train_pipeline(config: PipelineConfig) -> dict[str, Any]:
+    tracking_uri = resolve_tracking_uri(config.tracking.uri)
+    manifest = prepare_data(config)
+    run_id = start_run(config, manifest, tracking_uri)
+    trained = train(config, manifest, tracking_uri, run_id)
+    test_metrics = evaluate(config, manifest, trained["checkpoint"], tracking_uri, run_id)
+    probe = load_from_disk(manifest["encoded"])["test"][0]["src"]
+    registered = register(config, manifest, trained["checkpoint"], tracking_uri, run_id, test_metrics, probe)
+    MlflowClient(tracking_uri).set_terminated(run_id)
+    summary = {"run_id": run_id, "tracking_uri": tracking_uri, **test_metrics, **registered,
+               "best_val": {k: v for k, v in trained["metrics"].items() if k.startswith("val_")}}
+    create_markdown_artifact(key="alignflow-run-summary", markdown=_summary_markdown(config, summary),
+                             description="alignflow training run")
+    print(json.dumps({k: summary[k] for k in ("run_id", "test_bleu", "test_exact_match", "version",
+                                               "champion")}))
+    return summary
+
+
+def _summary_markdown(config: PipelineConfig, s: dict[str, Any]) -> str:
+    rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in s.items() if k.startswith("test_"))
+    return (f"# alignflow run `{s['run_id']}`\n\ncorpus: `{config.data.source}` · tracking: `{s['tracking_uri']}`"
+            f"\n\n| metric | value |\n|---|---|\n{rows}\n\nregistered `{config.tracking.model_name}` version "
+            f"{s['version']} ({'champion' if s['champion'] else 'challenger'}); "
+            f"`{s['probe']}` → `{s['probe_translation']}`\n")

@@ -1,0 +1,178 @@
+"""The per-worker training function Ray Train runs on every worker (see training/trainer.py).
+
+Ray calls in this file: [1] get_context / get_device, [2] get_checkpoint to resume, [3] prepare_model (DDP),
+[4] report (every rank, every epoch, with a checkpoint written by rank 0).
+"""
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+from torch import nn
+
+from data_prep.specials import EOS_ID
+from training.batching import global_batches, worker_slice
+from training.config import ModelConfig, TrainConfig
+from training.data import EncodedSplit, collate
+from training.heatmap import plot_attention
+from training.metrics import score
+from training.model import Seq2Seq
+from training.tracking import RunLogger
+from training.translator import MODEL_CONFIG, WEIGHTS, Translator, build_model
+
+TRAINER_STATE, PROGRESS = "trainer_state.pt", "progress.json"
+
+
+class LoopConfig(BaseModel):
+    """Everything a worker needs besides the data; re-validated on the worker."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: ModelConfig
+    train: TrainConfig
+    select_metric: str
+    src_tokenizer: str  # tokenizer JSON, so workers need no shared disk
+    tgt_tokenizer: str
+    threads: int
+    tracking_uri: str
+    run_id: str
+
+
+def _unwrap(model: nn.Module) -> Seq2Seq:
+    return getattr(model, "module", model)
+
+
+def _allreduce(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _gather(items: list[Any]) -> list[list[Any]]:
+    if not dist.is_initialized():
+        return [items]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, items)
+    return out
+
+
+@torch.no_grad()
+def validate(model: Seq2Seq, translator: Translator, val: EncodedSplit, refs: list[str], rank: int,
+             world: int, device: torch.device) -> dict[str, float]:
+    """Validation loss and decoded scores; each worker takes an interleaved shard, results are combined."""
+    model.eval()
+    mine = list(range(rank, len(val), world))
+    loss = tokens = 0.0
+    for start in range(0, len(mine), 64):
+        x, x_len, y_in, y_out = collate(val, mine[start : start + 64], device)
+        batch_loss, n = model(x, x_len, y_in, y_out)
+        loss, tokens = loss + float(batch_loss), tokens + float(n)
+    loss, tokens = _allreduce([loss, tokens])
+    outs, _ = translator.translate_ids([[*val.src(i).tolist(), EOS_ID] for i in mine])
+    hyps = dict(zip(mine, (translator.decode(o) for o in outs), strict=True))
+    for part in _gather(list(hyps.items())):
+        hyps.update(part)
+    scores = score([hyps[i] for i in range(len(val))], refs)
+    val_loss = loss / max(1.0, tokens)
+    return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)),
+            **{f"val_{k}": v for k, v in scores.items()}}
+
+
+def plot_examples(translator: Translator, val: EncodedSplit, k: int, epoch: int, out: Path) -> list[Path]:
+    paths = []
+    sources = [[*val.src(i).tolist(), EOS_ID] for i in range(min(k, len(val)))]
+    outs, attns = translator.translate_ids(sources)
+    for j, (src, ids, a) in enumerate(zip(sources, outs, attns, strict=True)):
+        src_tokens = [translator.src_tok.id_to_token(t) for t in src]
+        tgt_tokens = [translator.tgt_tok.id_to_token(t) for t in [*ids, EOS_ID]]
+        paths.append(plot_attention(src_tokens, tgt_tokens, a, out / f"example_{j}.png",
+                                    f"epoch {epoch}: {translator.decode(ids)!r}"))
+    return paths
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    job = LoopConfig.model_validate(config["job"])
+    data: dict[str, Any] = ray.get(config["data"])
+    train, val, val_refs = data["train"], data["validation"], data["val_refs"]
+    torch.set_num_threads(job.threads)  # one worker per core slot: don't oversubscribe the node
+    ctx = ray.train.get_context()  # [1]
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(job.train.seed)
+
+    src_tok, tgt_tok = Tokenizer.from_str(job.src_tokenizer), Tokenizer.from_str(job.tgt_tokenizer)
+    model = build_model(job.model, src_tok, tgt_tok)
+    optimizer = torch.optim.Adam(model.parameters(), lr=job.train.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=job.train.lr_decay, patience=job.train.lr_patience)
+    progress = {"epoch": 0, "step": 0, "best": -math.inf, "bad_epochs": 0}
+
+    checkpoint = ray.train.get_checkpoint()  # [2] set when Ray restarts the group or the run is resumed
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            model.load_state_dict(load_file(str(Path(d) / WEIGHTS)))
+            state = torch.load(Path(d) / TRAINER_STATE, weights_only=True)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            progress = json.loads((Path(d) / PROGRESS).read_text())
+    model = ray.train.torch.prepare_model(model)  # [3] moves to the device and wraps in DDP
+    logger = RunLogger(job.tracking_uri, job.run_id) if rank == 0 else None
+
+    for epoch in range(progress["epoch"] + 1, job.train.epochs + 1):
+        model.train()
+        batches = global_batches(train.src_len, train.tgt_len, job.train.batch_tokens, job.train.seed, epoch,
+                                 min_size=world)
+        t0, loss_sum, tokens = time.perf_counter(), 0.0, 0.0
+        for batch in batches:
+            global_tokens = int(train.tgt_len[batch].sum()) + len(batch)  # + EOS per sentence
+            x, x_len, y_in, y_out = collate(train, worker_slice(batch, rank, world).tolist(), device)
+            loss, n = model(x, x_len, y_in, y_out)
+            optimizer.zero_grad(set_to_none=True)
+            # DDP averages gradients over workers; scaling by world/global_tokens makes the result the exact
+            # per-token mean over the global batch, whatever the number of workers.
+            (loss * world / global_tokens).backward()
+            nn.utils.clip_grad_norm_(model.parameters(), job.train.clip_norm)
+            optimizer.step()
+            progress["step"] += 1
+            loss_sum, tokens = loss_sum + float(loss), tokens + float(n)
+        elapsed = time.perf_counter() - t0
+        loss_sum, tokens = _allreduce([loss_sum, tokens])
+        net = _unwrap(model)
+        translator = Translator(net, src_tok, tgt_tok, job.train.max_output_ratio)
+        metrics = {"epoch": epoch, "train_loss": loss_sum / max(1.0, tokens),
+                   "train_tokens_per_s": tokens / elapsed, "lr": optimizer.param_groups[0]["lr"],
+                   **validate(net, translator, val, val_refs, rank, world, device)}
+        scheduler.step(metrics[job.select_metric])
+        if metrics[job.select_metric] > progress["best"]:
+            progress["best"], progress["bad_epochs"] = metrics[job.select_metric], 0
+        else:
+            progress["bad_epochs"] += 1
+        progress["epoch"] = epoch
+
+        with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as plots:
+            ckpt = None
+            if rank == 0:  # one writer; every rank still reports
+                save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(Path(tmp) / WEIGHTS))
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                           Path(tmp) / TRAINER_STATE)
+                (Path(tmp) / PROGRESS).write_text(json.dumps(progress))
+                (Path(tmp) / MODEL_CONFIG).write_text(job.model.model_dump_json())
+                assert logger is not None
+                logger.metrics(metrics, step=progress["step"])
+                for path in plot_examples(translator, val, job.train.heatmap_examples, epoch, Path(plots)):
+                    logger.artifact(path, f"attention/epoch_{epoch:03d}")
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)  # [4]
+        if progress["bad_epochs"] >= job.train.patience:
+            break

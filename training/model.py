@@ -1,0 +1,144 @@
+"""Full definition of the attention seq2seq model (Bahdanau, Cho & Bengio 2015, arXiv:1409.0473),
+all of it in this single file.
+
+Encoder (paper §3.2): a bidirectional LSTM reads x_1..x_n forward and backward; each position's two states are
+concatenated into the annotation h_j = [→h_j; ←h_j].
+Bridge: the decoder's initial state s_0 = tanh(W_s [→h_n; ←h_1]) comes from both final encoder states
+(the paper uses ←h_1 alone); the decoder's LSTM cell starts at zero.
+Decoder step i (§3.1, appendix A.1.2), in Bahdanau's order -- attend with the *previous* state:
+    e_ij = a(s_{i-1}, h_j) = vᵀ tanh(W s_{i-1} + U h_j)     U h_j is computed once per batch
+    a_ij = softmax_j(e_ij)                                  padding gets exactly zero weight
+    c_i  = Σ_j a_ij h_j                                     recomputed at every step
+    s_i  = LSTM([E y_{i-1}; c_i], s_{i-1})
+    p(y_i | y_<i, x) = softmax(W_o tanh(W_t [s_i; c_i; E y_{i-1}]))
+
+Shapes: B batch, n source length, m target length, E embedding, H encoder hidden per direction,
+D decoder hidden, A attention hidden, V vocabulary.
+"""
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from training.config import ModelConfig
+
+State = tuple[Tensor, Tensor]  # (s, LSTM cell), each (B, D)
+
+
+class Encoded(NamedTuple):
+    h: Tensor  # annotations h_j, (B, n, 2H)
+    keys: Tensor  # U h_j, (B, n, A)
+    mask: Tensor  # True on real source positions, (B, n)
+    s0: State
+
+
+class Encoder(nn.Module):
+    def __init__(self, vocab: int, E: int, H: int, dropout: float, pad_id: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, E, padding_idx=pad_id)
+        self.rnn = nn.LSTM(E, H, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, x_len: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (B, n) token ids, x_len: (B,) lengths -> annotations h (B, n, 2H), final states (B, 2H)."""
+        emb = self.dropout(self.embed(x))  # (B, n, E)
+        # Packing keeps pads out of the recurrence, so a sentence's annotations don't depend on its batch.
+        packed = pack_padded_sequence(emb, x_len.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h_n, _) = self.rnn(packed)  # h_n: (2, B, H) = [→h_n, ←h_1]
+        h, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))  # (B, n, 2H)
+        final = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2H)
+        return self.dropout(h), final
+
+
+class AdditiveAttention(nn.Module):
+    """The alignment model a(s_{i-1}, h_j). Stateless: keys are passed in, so beam search may reorder them."""
+
+    def __init__(self, key_size: int, query_size: int, A: int) -> None:
+        super().__init__()
+        self.U = nn.Linear(key_size, A, bias=False)
+        self.W = nn.Linear(query_size, A)
+        self.v = nn.Parameter(torch.empty(A).uniform_(-0.1, 0.1))
+
+    def project_keys(self, h: Tensor) -> Tensor:
+        """U h_j for all j, once per batch: (B, n, 2H) -> (B, n, A)."""
+        return self.U(h)
+
+    def forward(self, s_prev: Tensor, keys: Tensor, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """s_prev (B, D), keys (B, n, A), h (B, n, 2H), mask (B, n) -> context c (B, 2H), weights a (B, n)."""
+        e = torch.tanh(self.W(s_prev).unsqueeze(1) + keys) @ self.v  # (B, n)
+        # Mask before the softmax so padding gets exactly zero weight.
+        e = e.masked_fill(~mask, float("-inf"))
+        a = torch.softmax(e, dim=-1)  # (B, n)
+        c = torch.bmm(a.unsqueeze(1), h).squeeze(1)  # (B, 1, n) @ (B, n, 2H) -> (B, 2H)
+        return c, a
+
+
+class Decoder(nn.Module):
+    def __init__(self, vocab: int, E: int, H: int, D: int, A: int, dropout: float, pad_id: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, E, padding_idx=pad_id)
+        self.bridge = nn.Linear(2 * H, D)  # W_s
+        self.attention = AdditiveAttention(2 * H, D, A)
+        self.rnn = nn.LSTMCell(E + 2 * H, D)
+        self.pre_output = nn.Linear(D + 2 * H + E, D)  # W_t
+        self.generator = nn.Linear(D, vocab)  # W_o
+        self.dropout = nn.Dropout(dropout)
+
+    def init_state(self, final: Tensor) -> State:
+        s0 = torch.tanh(self.bridge(final))  # (B, D)
+        return s0, torch.zeros_like(s0)
+
+    def step(self, y_prev_emb: Tensor, state: State, keys: Tensor, h: Tensor, mask: Tensor
+             ) -> tuple[State, Tensor, Tensor]:
+        """One decoder step from E y_{i-1} (B, E) and s_{i-1} -> (s_i state, c_i (B, 2H), a_i (B, n))."""
+        s_prev, cell = state
+        c, a = self.attention(s_prev, keys, h, mask)
+        s, cell = self.rnn(torch.cat([y_prev_emb, c], dim=-1), (s_prev, cell))  # (B, E + 2H) -> (B, D)
+        return (s, cell), c, a
+
+    def readout(self, s: Tensor, c: Tensor, y_prev_emb: Tensor) -> Tensor:
+        """Logits over V from (s_i, c_i, E y_{i-1}); works on any leading shape (..., D) etc."""
+        t = torch.tanh(self.pre_output(self.dropout(torch.cat([s, c, y_prev_emb], dim=-1))))  # (..., D)
+        return self.generator(self.dropout(t))  # (..., V)
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, pad_id: int) -> None:
+        super().__init__()
+        self.cfg, self.pad_id = cfg, pad_id
+        E, H, D, A = cfg.emb_size, cfg.enc_hidden, cfg.dec_hidden, cfg.att_hidden
+        self.encoder = Encoder(src_vocab, E, H, cfg.dropout, pad_id)
+        self.decoder = Decoder(tgt_vocab, E, H, D, A, cfg.dropout, pad_id)
+
+    def encode(self, x: Tensor, x_len: Tensor) -> Encoded:
+        h, final = self.encoder(x, x_len)
+        mask = x != self.pad_id  # (B, n)
+        return Encoded(h, self.decoder.attention.project_keys(h), mask, self.decoder.init_state(final))
+
+    def decode_step(self, y_prev: Tensor, state: State, enc: Encoded) -> tuple[Tensor, State, Tensor]:
+        """Inference step: y_{i-1} (B,) ids -> (logits (B, V), s_i state, a_i (B, n)). Greedy and beam use it."""
+        y_emb = self.decoder.embed(y_prev)  # (B, E)
+        state, c, a = self.decoder.step(y_emb, state, enc.keys, enc.h, enc.mask)
+        return self.decoder.readout(state[0], c, y_emb), state, a
+
+    def forward(self, x: Tensor, x_len: Tensor, y_in: Tensor, y_out: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing. y_in = <s> y, y_out = y </s>, both (B, m). Returns (summed NLL, non-pad tokens)."""
+        enc = self.encode(x, x_len)
+        y_emb = self.decoder.dropout(self.decoder.embed(y_in))  # (B, m, E)
+        state, ss, cs = enc.s0, [], []
+        for i in range(y_in.size(1)):
+            state, c, _ = self.decoder.step(y_emb[:, i], state, enc.keys, enc.h, enc.mask)
+            ss.append(state[0])
+            cs.append(c)
+        s = torch.stack(ss, dim=1)  # (B, m, D)
+        c = torch.stack(cs, dim=1)  # (B, m, 2H)
+        # The vocabulary projection runs once, after the loop, and only on real target positions.
+        real = y_out != self.pad_id  # (B, m)
+        logits = self.decoder.readout(s[real], c[real], y_emb[real])  # (N, V)
+        return F.cross_entropy(logits, y_out[real], reduction="sum"), real.sum()
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
