@@ -20,14 +20,14 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: PositiveInt = 8
+    epochs: PositiveInt = 4
     batch_tokens: PositiveInt = Field(
         4096, description="global token budget per step (padded source+target), split across workers")
     lr: PositiveFloat = 2e-3
     lr_decay: float = Field(0.5, gt=0.0, le=1.0, description="LR factor when validation BLEU plateaus")
     lr_patience: NonNegativeInt = 1
     clip_norm: PositiveFloat = 5.0
-    patience: PositiveInt = Field(4, description="stop after this many epochs without a better val BLEU")
+    patience: PositiveInt = Field(3, description="stop after this many epochs without a better val BLEU")
     seed: int = 42
     max_output_ratio: PositiveFloat = Field(1.5, description="decode at most ratio * source length + 5 tokens")
     beam_size: PositiveInt = 1  # for validation and test decoding

@@ -145,7 +145,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             nn.utils.clip_grad_norm_(model.parameters(), job.train.clip_norm)
             optimizer.step()
             progress["step"] += 1
-            loss_sum, tokens = loss_sum + float(loss), tokens + float(n)
+            loss_sum, tokens = loss_sum + loss.item(), tokens + n.item()
         elapsed = time.perf_counter() - t0
         loss_sum, tokens = _allreduce([loss_sum, tokens])
         net = _unwrap(model)

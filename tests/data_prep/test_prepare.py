@@ -1,0 +1,42 @@
+import json
+
+import pytest
+from datasets import Dataset, DatasetDict
+
+from data_prep.config import DataConfig, SplitSizes, TokenizerConfig
+from data_prep.errors import DataError
+from data_prep.prepare import fingerprint, prepare
+from data_prep.tokenize import train_tokenizers
+from data_prep.validate import validate_corpus
+
+SMALL = DataConfig(sizes=SplitSizes(train=300, validation=20, test=20))
+
+
+def test_char_tokenizer_round_trips_text():
+    corpus = DatasetDict({"train": Dataset.from_dict({"src": ["3 mar 98", "Tue, May 1"], "tgt": ["1998-03-03",
+                                                                                                  "x"]})})
+    src_tok, _ = train_tokenizers(corpus, TokenizerConfig(kind="char"))
+    ids = src_tok.encode("3 mar 98", add_special_tokens=False).ids
+    assert len(ids) == len("3 mar 98")
+    assert src_tok.decode(ids) == "3 mar 98"
+
+
+def test_prepare_writes_then_reuses_and_settings_change_the_fingerprint(tmp_path):
+    first = prepare(SMALL, TokenizerConfig(), tmp_path)
+    assert first["reused"] is False
+    assert first["splits"] == {"train": 300, "validation": 20, "test": 20}
+    assert json.loads((tmp_path / first["fingerprint"] / "manifest.json").read_text())["fingerprint"]
+    second = prepare(SMALL, TokenizerConfig(), tmp_path)
+    assert second["reused"] is True and second["fingerprint"] == first["fingerprint"]
+    assert fingerprint(SMALL, TokenizerConfig(lowercase=True)) != first["fingerprint"]
+    assert fingerprint(SMALL.model_copy(update={"seed": 9}), TokenizerConfig()) != first["fingerprint"]
+    assert fingerprint(SMALL, TokenizerConfig(num_proc=2)) == first["fingerprint"]  # speed only
+
+
+def test_validation_names_split_row_and_column():
+    good = Dataset.from_dict({"src": ["a", "b"], "tgt": ["c", "d"]})
+    bad = Dataset.from_dict({"src": ["a", " "], "tgt": ["c", "d"]})
+    with pytest.raises(DataError, match=r"split 'test' row 2: empty 'src'"):
+        validate_corpus(DatasetDict({"train": good, "validation": good, "test": bad}), "corpus")
+    with pytest.raises(DataError, match="missing split"):
+        validate_corpus(DatasetDict({"train": good}), "corpus")

@@ -1,0 +1,71 @@
+"""Invariants of the attention model, with odd distinct sizes so a transposed weight fails loudly."""
+
+import torch
+
+from data_prep.specials import PAD_ID
+from training.config import ModelConfig
+from training.model import AdditiveAttention, Seq2Seq
+
+CFG = ModelConfig(emb_size=5, enc_hidden=7, dec_hidden=11, att_hidden=3, dropout=0.0)
+
+
+def _batch(lengths: list[int], vocab: int = 13) -> tuple[torch.Tensor, torch.Tensor]:
+    n = max(lengths)
+    x = torch.full((len(lengths), n), PAD_ID, dtype=torch.long)
+    for b, L in enumerate(lengths):
+        x[b, :L] = torch.randint(4, vocab, (L,))
+    return x, torch.tensor(lengths)
+
+
+def test_attention_weights_sum_to_one_on_real_positions_and_zero_on_padding():
+    torch.manual_seed(0)
+    att = AdditiveAttention(key_size=14, query_size=11, A=3)
+    h = torch.randn(3, 6, 14)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    c, a = att(torch.randn(3, 11), att.project_keys(h), h, mask)
+    assert a.shape == (3, 6) and c.shape == (3, 14)
+    torch.testing.assert_close(a.sum(-1), torch.ones(3))
+    assert torch.all(a[~mask] == 0)
+    assert torch.all(a[mask] > 0)
+    # c_i is the a-weighted sum of the annotations
+    torch.testing.assert_close(c, torch.einsum("bn,bnk->bk", a, h))
+
+
+def test_annotations_do_not_depend_on_longer_batch_mates():
+    torch.manual_seed(0)
+    model = Seq2Seq(CFG, 13, 17, PAD_ID).eval()
+    x, x_len = _batch([4, 9, 6])
+    alone_h, alone_final = model.encoder(x[:1, :4], x_len[:1])
+    batched_h, batched_final = model.encoder(x, x_len)
+    torch.testing.assert_close(batched_h[0, :4], alone_h[0])
+    torch.testing.assert_close(batched_final[0], alone_final[0])
+    assert torch.all(batched_h[0, 4:] == 0)  # nothing is computed on pads
+
+
+def test_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    model = Seq2Seq(CFG, 13, 17, PAD_ID)
+    x, x_len = _batch([4, 3])
+    y_in, y_out = torch.randint(4, 17, (2, 5)), torch.randint(4, 17, (2, 5))
+    loss, n = model(x, x_len, y_in, y_out)
+    loss.backward()
+    assert int(n) == 10
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    # the pad embedding rows are frozen by padding_idx, but every tensor still gets a non-zero gradient
+    assert missing == []
+
+
+def test_tiny_batch_overfits():
+    torch.manual_seed(0)
+    model = Seq2Seq(CFG, 13, 17, PAD_ID)
+    x, x_len = _batch([4, 3, 5])
+    y = torch.randint(4, 17, (3, 4))
+    y_in = torch.cat([torch.full((3, 1), 2), y], 1)
+    y_out = torch.cat([y, torch.full((3, 1), 3)], 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(300):
+        loss, n = model(x, x_len, y_in, y_out)
+        opt.zero_grad()
+        (loss / n).backward()
+        opt.step()
+    assert (loss / n).item() < 0.05
