@@ -1,10 +1,20 @@
 """`alignflow run` and `alignflow translate`. User errors print one line and exit 2, never a traceback."""
 
 import argparse
+import logging
 import os
 import sys
 
 from data_prep.errors import AlignflowError
+
+
+class _HideUserErrorTracebacks(logging.Filter):
+    """Prefect logs task failures with a traceback; for bad input the one-line message is the whole story."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], AlignflowError):
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -13,6 +23,8 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)  # validate before anything starts
     from flows.pipeline import train_pipeline
 
+    for handler in logging.getLogger().handlers:  # Prefect's console handler sits on the root logger
+        handler.addFilter(_HideUserErrorTracebacks())
     train_pipeline(config)
     return 0
 
@@ -21,6 +33,8 @@ def _translate(args: argparse.Namespace) -> int:
     import mlflow
 
     from training.tracking import resolve_tracking_uri
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # stdout/stderr carry translations and errors only
 
     mlflow.set_tracking_uri(resolve_tracking_uri(None))
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -50,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = parser().parse_args(argv)
     try:
         return args.func(args)

@@ -38,7 +38,7 @@ def test_flow_trains_on_ray_records_in_mlflow_and_registers_a_usable_model(ray_c
 
     # registered, champion (first version), and the logged model translates in a brand-new process
     assert summary["version"] == 1 and summary["champion"] is True
-    assert client.get_model_version_by_alias("tiny-dates", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("tiny-dates", "champion").version) == "1"
     text = "the 3rd of March 1998"
     expected = mlflow.pyfunc.load_model("models:/tiny-dates/1").predict([text])[0]
     fresh = run_cli("translate", "--model", "models:/tiny-dates/1", text)
@@ -54,3 +54,11 @@ def test_translate_with_an_unknown_model_is_one_line(tracking_uri):
     result = run_cli("translate", "--model", "models:/no-such-model/1", "x", timeout=120)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "no-such-model" in result.stderr
+
+
+def test_bad_data_inside_the_flow_is_one_error_line_without_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("run", "--set", "data.source=no/such-corpus", "--set", f"work_dir={tmp_path}", timeout=180)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-2].startswith("alignflow: error: data.source")
