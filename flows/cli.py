@@ -37,12 +37,14 @@ def _translate(args: argparse.Namespace) -> int:
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # stdout/stderr carry translations and errors only
 
     mlflow.set_tracking_uri(resolve_tracking_uri(None))
+    if args.beam < 1:
+        raise AlignflowError(f"--beam {args.beam}: must be at least 1")
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     try:
         model = mlflow.pyfunc.load_model(args.model)
     except mlflow.exceptions.MlflowException as e:
         raise AlignflowError(f"--model {args.model}: {str(e).splitlines()[0]}") from None
-    for out in model.predict(texts):
+    for out in model.predict(texts, params={"beam_size": args.beam}):
         print(out)
     return 0
 
@@ -57,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     tr = sub.add_parser("translate", help="translate text with a registered model")
     tr.add_argument("--model", required=True, help="models:/NAME/VERSION or models:/NAME@ALIAS")
+    tr.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
     tr.add_argument("text", nargs="*", help="sentences; read from stdin (one per line) when none are given")
     tr.set_defaults(func=_translate)
     return p

@@ -89,7 +89,8 @@ def evaluate(config: PipelineConfig, manifest: dict[str, Any], checkpoint: str, 
     """Scores the best checkpoint on the test split, from raw text to detokenized output."""
     translator = Translator.from_files(Path(checkpoint) / WEIGHTS, Path(checkpoint) / MODEL_CONFIG,
                                        manifest["src_tokenizer"], manifest["tgt_tokenizer"],
-                                       max_output_ratio=config.train.max_output_ratio)
+                                       max_output_ratio=config.train.max_output_ratio,
+                                       beam_size=config.train.beam_size, length_penalty=config.train.length_penalty)
     test = load_from_disk(manifest["encoded"])["test"]
     hyps = translator.translate(test["src"])
     metrics = {f"test_{k}": v for k, v in score(hyps, test["tgt"]).items()}

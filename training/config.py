@@ -30,7 +30,8 @@ class TrainConfig(_Section):
     patience: PositiveInt = Field(3, description="stop after this many epochs without a better val BLEU")
     seed: int = 42
     max_output_ratio: PositiveFloat = Field(1.5, description="decode at most ratio * source length + 5 tokens")
-    beam_size: PositiveInt = 1  # for validation and test decoding
+    beam_size: PositiveInt = 1  # for validation and test decoding (1 = greedy)
+    length_penalty: float = Field(1.0, ge=0.0, description="GNMT length penalty alpha for beam search")
     heatmap_examples: NonNegativeInt = 3  # fixed validation sentences plotted each epoch
 
 

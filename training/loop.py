@@ -149,7 +149,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         elapsed = time.perf_counter() - t0
         loss_sum, tokens = _allreduce([loss_sum, tokens])
         net = _unwrap(model)
-        translator = Translator(net, src_tok, tgt_tok, job.train.max_output_ratio)
+        translator = Translator(net, src_tok, tgt_tok, job.train.max_output_ratio,
+                                beam_size=job.train.beam_size, length_penalty=job.train.length_penalty)
         metrics = {"epoch": epoch, "train_loss": loss_sum / max(1.0, tokens),
                    "train_tokens_per_s": tokens / elapsed, "lr": optimizer.param_groups[0]["lr"],
                    **validate(net, translator, val, val_refs, rank, world, device)}

@@ -6,6 +6,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
 
 import data_prep
 import training
@@ -29,7 +30,9 @@ def log_and_register(tracking_uri: str, run_id: str, checkpoint: str, src_tokeni
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC), artifacts=artifacts,
             code_paths=[str(Path(training.__file__).parent), str(Path(data_prep.__file__).parent)],
-            pip_requirements=REQUIREMENTS)
+            pip_requirements=REQUIREMENTS,
+            # list[str] -> list[str]; beam_size is a per-request parameter (1 = greedy).
+            signature=infer_signature([probe], ["translation"], params={"beam_size": 1}))
     # Round trip before registering: a model that cannot load and translate never gets a version.
     translation = mlflow.pyfunc.load_model(info.model_uri).predict([probe])
     mv = mlflow.register_model(info.model_uri, model_name)

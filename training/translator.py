@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 from data_prep.specials import EOS_ID, PAD_ID
 from training.config import ModelConfig
 from training.model import Seq2Seq
-from training.search import greedy, max_output_len, strip
+from training.search import beam_search, greedy, max_output_len, strip
 
 WEIGHTS, MODEL_CONFIG = "model.safetensors", "model_config.json"
 
@@ -22,13 +22,14 @@ def build_model(cfg: ModelConfig, src_tok: Tokenizer, tgt_tok: Tokenizer) -> Seq
 
 class Translator:
     def __init__(self, model: Seq2Seq, src_tok: Tokenizer, tgt_tok: Tokenizer, max_output_ratio: float = 1.5,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, beam_size: int = 1, length_penalty: float = 1.0) -> None:
         self.model, self.src_tok, self.tgt_tok = model.eval(), src_tok, tgt_tok
         self.max_output_ratio, self.batch_size = max_output_ratio, batch_size
+        self.beam_size, self.length_penalty = beam_size, length_penalty
 
     @classmethod
     def from_files(cls, weights: str | Path, model_config: str | Path, src_tokenizer: str | Path,
-                   tgt_tokenizer: str | Path, **kwargs: float) -> "Translator":
+                   tgt_tokenizer: str | Path, **kwargs: float | int) -> "Translator":
         cfg = ModelConfig.model_validate(json.loads(Path(model_config).read_text()))
         src_tok, tgt_tok = Tokenizer.from_file(str(src_tokenizer)), Tokenizer.from_file(str(tgt_tokenizer))
         model = build_model(cfg, src_tok, tgt_tok)
@@ -51,16 +52,23 @@ class Translator:
             for b, k in enumerate(idx):
                 x[b, : len(sources[k])] = torch.tensor(sources[k])
             x_len = torch.tensor([len(sources[k]) for k in idx])
-            ys, a = greedy(self.model, x.to(device), x_len, max_output_len(x_len, self.max_output_ratio))
-            for b, k in enumerate(idx):
-                ids = strip(ys[b].tolist())
+            max_len = max_output_len(x_len, self.max_output_ratio)
+            if self.beam_size == 1:
+                ys, a = greedy(self.model, x.to(device), x_len, max_len)
+                best = [(strip(ys[b].tolist()), a[b]) for b in range(len(idx))]
+            else:
+                nbest = beam_search(self.model, x.to(device), x_len, self.beam_size, max_len, self.length_penalty)
+                best = [(hyps[0].ids, hyps[0].attention) for hyps in nbest]
+            for (ids, a_b), k in zip(best, idx, strict=True):
                 outs[k] = ids
-                attns[k] = a[b, : len(ids) + 1, : len(sources[k])].cpu().numpy()
+                attns[k] = a_b[: len(ids) + 1, : len(sources[k])].cpu().numpy()
         return outs, attns
 
     def decode(self, ids: list[int]) -> str:
         return self.tgt_tok.decode(ids, skip_special_tokens=True)
 
-    def translate(self, texts: list[str]) -> list[str]:
+    def translate(self, texts: list[str], beam_size: int | None = None) -> list[str]:
+        if beam_size is not None and beam_size != self.beam_size:
+            self.beam_size = beam_size
         outs, _ = self.translate_ids(self.encode(texts))
         return [self.decode(o) for o in outs]
