@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import ray.train
 import ray.train.torch
@@ -101,6 +102,21 @@ def plot_examples(translator: Translator, val: EncodedSplit, k: int, epoch: int,
     return paths
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, train: EncodedSplit, batch: np.ndarray,
+               rank: int, world: int, device: torch.device, clip_norm: float) -> tuple[float, int]:
+    """One optimizer step on this worker's slice of a global batch -> (summed NLL, target tokens) of the slice."""
+    global_tokens = int(train.tgt_len[batch].sum()) + len(batch)  # + EOS per sentence
+    x, x_len, y_in, y_out = collate(train, worker_slice(batch, rank, world).tolist(), device)
+    loss, n = model(x, x_len, y_in, y_out)
+    optimizer.zero_grad(set_to_none=True)
+    # DDP averages gradients over workers; scaling by world/global_tokens makes the result the exact
+    # per-token mean over the global batch, whatever the number of workers.
+    (loss * world / global_tokens).backward()
+    nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step()
+    return loss.item(), int(n)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     job = LoopConfig.model_validate(config["job"])
     data: dict[str, Any] = ray.get(config["data"])
@@ -135,17 +151,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                  min_size=world)
         t0, loss_sum, tokens = time.perf_counter(), 0.0, 0.0
         for batch in batches:
-            global_tokens = int(train.tgt_len[batch].sum()) + len(batch)  # + EOS per sentence
-            x, x_len, y_in, y_out = collate(train, worker_slice(batch, rank, world).tolist(), device)
-            loss, n = model(x, x_len, y_in, y_out)
-            optimizer.zero_grad(set_to_none=True)
-            # DDP averages gradients over workers; scaling by world/global_tokens makes the result the exact
-            # per-token mean over the global batch, whatever the number of workers.
-            (loss * world / global_tokens).backward()
-            nn.utils.clip_grad_norm_(model.parameters(), job.train.clip_norm)
-            optimizer.step()
+            loss, n = train_step(model, optimizer, train, batch, rank, world, device, job.train.clip_norm)
             progress["step"] += 1
-            loss_sum, tokens = loss_sum + loss.item(), tokens + n.item()
+            loss_sum, tokens = loss_sum + loss, tokens + n
         elapsed = time.perf_counter() - t0
         loss_sum, tokens = _allreduce([loss_sum, tokens])
         net = _unwrap(model)
