@@ -36,6 +36,12 @@ def test_flow_trains_on_ray_records_in_mlflow_and_registers_a_usable_model(ray_c
     heatmaps = client.list_artifacts(run.info.run_id, "attention/epoch_001")
     assert [a.path.rsplit("/", 1)[-1] for a in heatmaps] == ["example_0.png"]
 
+    # the Prefect run summary links the MLflow run and the registered version
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("alignflow-run-summary", _sync=True)
+    assert artifact is not None and summary["run_id"] in artifact.data and "version 1" in artifact.data
+
     # registered, champion (first version), and the logged model translates in a brand-new process
     assert summary["version"] == 1 and summary["champion"] is True
     assert str(client.get_model_version_by_alias("tiny-dates", "champion").version) == "1"
