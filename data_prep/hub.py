@@ -9,7 +9,8 @@ from data_prep.errors import DataError
 from data_prep.localfiles import columns_for
 from data_prep.validate import SPLITS, Locator, RawSplit
 
-# Tried, in order, when data.splits keeps its default name and the dataset does not have it.
+# Tried, in order, when the dataset has no split named as in data.splits: the same config then works for a
+# local copy (val, test2016) and the Hub (validation, test). The split actually used is recorded in the lineage.
 SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
 
 
@@ -32,15 +33,15 @@ def load_hub(cfg: DataConfig) -> DatasetDict:
 def _split_name(loaded: DatasetDict, split: str, wanted: str, cfg: DataConfig) -> str:
     if wanted in loaded:
         return wanted
-    if wanted == split:  # the default name: accept the usual alternatives
-        for alias in SPLIT_ALIASES[split]:
-            if alias in loaded:
-                return alias
+    for alias in SPLIT_ALIASES[split]:
+        if alias in loaded:
+            return alias
     raise DataError(f"data.source {cfg.source!r}: no split {wanted!r} (data.splits.{split}); "
                     f"it has {sorted(loaded)}")
 
 
 def hub_splits(loaded: DatasetDict, cfg: DataConfig, src_lang: str, tgt_lang: str) -> dict[str, RawSplit]:
+    """Our three splits as raw text; each RawSplit.origin names the dataset split it came from."""
     out = {}
     for split in SPLITS:
         name = _split_name(loaded, split, getattr(cfg.splits, split), cfg)

@@ -131,6 +131,7 @@ def load_corpus(cfg: DataConfig) -> Corpus:
     else:
         raw = {split: read_split(source.format, source.files[split], src_lang, tgt_lang) for split in SPLITS}
     cleaned = {split: clean_split(raw[split], split, cfg) for split in SPLITS}
-    lineage.update({"src_lang": src_lang, "tgt_lang": tgt_lang, "hub_config": cfg.hub_config})
+    lineage.update({"src_lang": src_lang, "tgt_lang": tgt_lang, "hub_config": cfg.hub_config,
+                    "read_from": {split: raw[split].origin for split in SPLITS}})
     return Corpus(DatasetDict({s: ds for s, (ds, _) in cleaned.items()}),
                   {s: n for s, (_, n) in cleaned.items()}, lineage)

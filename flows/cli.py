@@ -1,18 +1,32 @@
 """`alignflow run` and `alignflow translate`. User errors print one line and exit 2, never a traceback."""
 
 import argparse
+import logging
 import os
 import sys
 
 from data_prep.errors import AlignflowError
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed task's exception with its traceback; for bad input the one-line message is all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], AlignflowError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _run(args: argparse.Namespace) -> int:
+    from data_prep.sources import resolve_source
     from flows.config import load_config
 
     config = load_config(args.config, args.set)  # validate before anything starts
+    resolve_source(config.data)  # a missing directory, split or language fails here, in a second
     from flows.pipeline import train_pipeline
 
+    for handler in logging.getLogger().handlers:  # Prefect's console handler
+        handler.addFilter(_NoTracebackForUserErrors())
     train_pipeline(config)
     return 0
 

@@ -2,6 +2,7 @@
 
 Tasks are thin: each calls one data_prep/training function and passes paths, ids and small dicts."""
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import TaskRunContext
 
+from data_prep.errors import AlignflowError
 from data_prep.prepare import MANIFEST, fingerprint, prepare
 from flows.config import PipelineConfig, flatten
 from training import registry, trainer
@@ -25,9 +27,17 @@ from training.translator import MODEL_CONFIG, WEIGHTS, Translator
 
 
 def _prepare_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
-    """Keyed on the corpus and tokenizer fingerprint; no key (no reuse) once the prepared files are gone."""
-    fp = fingerprint(parameters["config"].data, parameters["config"].tokenizer)
-    return fp if (Path(parameters["config"].work_dir).resolve() / "prepared" / fp / MANIFEST).exists() else None
+    """Keyed on the corpus content + settings fingerprint and the work dir holding the prepared files; no key
+    (no reuse) once those files are gone, or when the source is unreadable (the task then raises a clear error)."""
+    config = parameters["config"]
+    try:
+        fp = fingerprint(config.data, config.tokenizer)
+    except AlignflowError:
+        return None
+    prepared = Path(config.work_dir).resolve() / "prepared"
+    if not (prepared / fp / MANIFEST).exists():
+        return None
+    return f"prepare-{fp}-{hashlib.sha256(str(prepared).encode()).hexdigest()[:12]}"
 
 
 @task(cache_key_fn=_prepare_cache_key, persist_result=True)
@@ -35,7 +45,9 @@ def prepare_data(config: PipelineConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     manifest = prepare(config.data, config.tokenizer, Path(config.work_dir) / "prepared")
     print(f"prepared {manifest['source']} ({'reused' if manifest['reused'] else 'built'}) "
-          f"in {time.perf_counter() - t0:.1f}s: {manifest['splits']}")
+          f"in {time.perf_counter() - t0:.1f}s: {manifest['splits']}; dropped as longer than "
+          f"{config.data.max_len} tokens {manifest['dropped_too_long']}; skipped for a blank side "
+          f"{manifest.get('skipped_blank')}; stage timings {manifest.get('timings')}")
     return manifest
 
 
@@ -53,14 +65,20 @@ def start_run(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: st
     run = client.create_run(exp_id, run_name=run_name, tags={
         "corpus": config.data.source, "data_fingerprint": manifest["fingerprint"]})
     mlflow.set_tracking_uri(tracking_uri)
+    lineage = manifest.get("lineage", {})
     with mlflow.start_run(run_id=run.info.run_id):
         mlflow.log_params(flatten(config))
         mlflow.log_params({f"data.size.{k}": v for k, v in manifest["splits"].items()})
         mlflow.log_metrics({f"data.dropped_too_long.{k}": v for k, v in manifest["dropped_too_long"].items()})
+        mlflow.log_metrics({f"data.skipped_blank.{k}": v for k, v in manifest.get("skipped_blank", {}).items()})
+        mlflow.set_tags({f"data.{k}": str(lineage[k]) for k in ("format", "revision", "digest") if k in lineage})
+        mlflow.log_dict(manifest, "data/manifest.json")
         encoded = load_from_disk(manifest["encoded"])
+        short = Path(config.data.source).name or config.data.source
         for split in ("train", "validation", "test"):
             ds = mlflow.data.from_huggingface(encoded[split].select_columns(["src", "tgt"]),
-                                              path=config.data.source, name=f"{config.data.source}-{split}")
+                                              path=config.data.source, revision=lineage.get("revision"),
+                                              name=f"{short}-{split}", digest=lineage.get("digest", "")[:16] or None)
             mlflow.log_input(ds, context=split)
         mlflow.log_artifact(manifest["src_tokenizer"], "tokenizers")
         mlflow.log_artifact(manifest["tgt_tokenizer"], "tokenizers")
