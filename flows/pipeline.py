@@ -11,7 +11,7 @@ from typing import Any
 import mlflow
 from datasets import load_from_disk
 from mlflow import MlflowClient
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import TaskRunContext
 
@@ -28,27 +28,41 @@ from training.translator import MODEL_CONFIG, WEIGHTS, Translator
 
 def _prepare_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
     """Keyed on the corpus content + settings fingerprint and the work dir holding the prepared files; no key
-    (no reuse) once those files are gone, or when the source is unreadable (the task then raises a clear error)."""
+    when the source is unreadable (the task then runs and raises the clear error)."""
     config = parameters["config"]
     try:
         fp = fingerprint(config.data, config.tokenizer)
     except AlignflowError:
         return None
     prepared = Path(config.work_dir).resolve() / "prepared"
-    if not (prepared / fp / MANIFEST).exists():
-        return None
     return f"prepare-{fp}-{hashlib.sha256(str(prepared).encode()).hexdigest()[:12]}"
 
 
-@task(cache_key_fn=_prepare_cache_key, persist_result=True)
+# log_prints=False: datasets pickles the map function with dill for num_proc > 1, and dill reads a function's
+# globals by capturing what dis.dis prints; with prints routed to the Prefect logger that capture comes back
+# empty and the log fills with bytecode.
+@task(cache_key_fn=_prepare_cache_key, persist_result=True, log_prints=False)
 def prepare_data(config: PipelineConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     manifest = prepare(config.data, config.tokenizer, Path(config.work_dir) / "prepared")
-    print(f"prepared {manifest['source']} ({'reused' if manifest['reused'] else 'built'}) "
+    get_run_logger().info(f"prepared {manifest['source']} ({'reused' if manifest['reused'] else 'built'}) "
           f"in {time.perf_counter() - t0:.1f}s: {manifest['splits']}; dropped as longer than "
           f"{config.data.max_len} tokens {manifest['dropped_too_long']}; skipped for a blank side "
           f"{manifest.get('skipped_blank')}; stage timings {manifest.get('timings')}")
     return manifest
+
+
+def prepared(config: PipelineConfig) -> dict[str, Any]:
+    """prepare_data, skipped (Prefect cache) while corpus and settings are unchanged; rerun with the cache
+    refreshed when the cached result's files were deleted. `cached` says whether the task was skipped."""
+    state = prepare_data(config, return_state=True)
+    manifest = state.result()
+    if not (Path(manifest["dir"]) / MANIFEST).exists():
+        state = prepare_data.with_options(refresh_cache=True)(config, return_state=True)
+        manifest = state.result()
+    if state.name == "Cached":
+        print(f"prepared data reused from the cache: {manifest['dir']}")
+    return {**manifest, "cached": state.name == "Cached"}
 
 
 def start_run(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: str) -> str:
@@ -131,7 +145,7 @@ def register(config: PipelineConfig, manifest: dict[str, Any], checkpoint: str, 
 @flow(name="train-pipeline", log_prints=True)
 def train_pipeline(config: PipelineConfig) -> dict[str, Any]:
     tracking_uri = resolve_tracking_uri(config.tracking.uri)
-    manifest = prepare_data(config)
+    manifest = prepared(config)
     run_id = start_run(config, manifest, tracking_uri)
     trained = train(config, manifest, tracking_uri, run_id)
     test_metrics = evaluate(config, manifest, trained["checkpoint"], tracking_uri, run_id)
