@@ -114,12 +114,15 @@ def source_fingerprint(cfg: DataConfig, source: Source | None = None) -> str:
 
 
 def load_corpus(cfg: DataConfig) -> Corpus:
+    """Reads and checks every split; `lineage.digest` is the sha256 of the files read (or of the generator
+    settings, or of the datasets fingerprints of what a Hub id loaded)."""
     source = resolve_source(cfg)
+    identity = source_fingerprint(cfg, source)
+    digest = identity.rsplit(":", 1)[-1] if source.files else hashlib.sha256(identity.encode()).hexdigest()
     lineage: dict[str, Any] = {"source": cfg.source, "format": source.format, "revision": cfg.revision,
-                               "digest": source_fingerprint(cfg, source).rsplit(":", 1)[-1]}
+                               "digest": digest}
     if source.format == "dates":
-        splits = dates_corpus(cfg.sizes, cfg.seed)
-        return Corpus(splits, dict.fromkeys(SPLITS, 0), {**lineage, "digest": source_fingerprint(cfg, source)})
+        return Corpus(dates_corpus(cfg.sizes, cfg.seed), dict.fromkeys(SPLITS, 0), lineage)
     src_lang, tgt_lang = _langs(cfg)
     raw: dict[str, RawSplit]
     if source.format == "hub":
