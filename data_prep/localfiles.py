@@ -76,7 +76,8 @@ def _concat(parts: list[tuple[Path, list[int], list[str | None], list[str | None
             path = path[0] if side == "src" else path[1]
         return f"{path} {unit} {n}"
 
-    return RawSplit(src, tgt, where, ", ".join(str(p) for p, *_ in parts))
+    files = [f for p, *_ in parts for f in (p if isinstance(p, tuple) else (p,))]
+    return RawSplit(src, tgt, where, ", ".join(str(f) for f in files))
 
 
 def read_text(files: list[Path]) -> RawSplit:
