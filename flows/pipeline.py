@@ -45,10 +45,11 @@ def _prepare_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> s
 def prepare_data(config: PipelineConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     manifest = prepare(config.data, config.tokenizer, Path(config.work_dir) / "prepared")
-    get_run_logger().info(f"prepared {manifest['source']} ({'reused' if manifest['reused'] else 'built'}) "
-          f"in {time.perf_counter() - t0:.1f}s: {manifest['splits']}; dropped as longer than "
-          f"{config.data.max_len} tokens {manifest['dropped_too_long']}; skipped for a blank side "
-          f"{manifest.get('skipped_blank')}; stage timings {manifest.get('timings')}")
+    get_run_logger().info(
+        f"prepared {manifest['source']} ({'reused' if manifest['reused'] else 'built'}) in "
+        f"{time.perf_counter() - t0:.1f}s: {manifest['splits']}; dropped as longer than {config.data.max_len} "
+        f"tokens {manifest['dropped_too_long']}; skipped for a blank side {manifest.get('skipped_blank')}; "
+        f"build stage timings {manifest.get('timings')}")
     return manifest
 
 
