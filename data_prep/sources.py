@@ -4,6 +4,7 @@ splits, so everything downstream handles the embedded corpus and real ones alike
 `data.source` is "dates", a local directory (text/TSV/JSON Lines/Parquet files named by split, or a Hub-style
 dataset repo with a README.md card), or a Hugging Face Hub id."""
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -90,15 +91,24 @@ def resolve_source(cfg: DataConfig) -> Source:
     return Source(fmt, str(root), files)
 
 
+@functools.lru_cache(maxsize=1024)
+def _file_sha256(path: str, stat_key: tuple[int, ...]) -> str:
+    """Memoised on the path and its stat (inode, size, mtime, ctime): the cache key, the task and the lineage
+    each ask within one run, and a rewritten file changes at least its ctime."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _digest(paths: list[Path], root: str) -> str:
-    """sha256 over the files' names and bytes: the corpus content, wherever it was copied to."""
+    """sha256 over the files' names (relative to the source) and contents: the same bytes anywhere, same digest."""
     h = hashlib.sha256()
     for p in paths:
-        h.update(str(p.relative_to(root)).encode() + b"\0")
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        h.update(b"\0")
+        st = p.stat()
+        sha = _file_sha256(str(p), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        h.update(f"{p.relative_to(root)}\0{sha}\0".encode())
     return h.hexdigest()
 
 
