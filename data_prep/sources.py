@@ -129,8 +129,8 @@ def load_corpus(cfg: DataConfig) -> Corpus:
     source = resolve_source(cfg)
     identity = source_fingerprint(cfg, source)
     digest = identity.rsplit(":", 1)[-1] if source.files else hashlib.sha256(identity.encode()).hexdigest()
-    lineage: dict[str, Any] = {"source": cfg.source, "format": source.format, "revision": cfg.revision,
-                               "digest": digest}
+    lineage: dict[str, Any] = {"source": cfg.source, "location": source.location, "format": source.format,
+                               "revision": cfg.revision, "digest": digest}
     if source.format == "dates":
         return Corpus(dates_corpus(cfg.sizes, cfg.seed), dict.fromkeys(SPLITS, 0), lineage)
     src_lang, tgt_lang = _langs(cfg)

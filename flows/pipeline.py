@@ -86,13 +86,15 @@ def start_run(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: st
         mlflow.log_params({f"data.size.{k}": v for k, v in manifest["splits"].items()})
         mlflow.log_metrics({f"data.dropped_too_long.{k}": v for k, v in manifest["dropped_too_long"].items()})
         mlflow.log_metrics({f"data.skipped_blank.{k}": v for k, v in manifest.get("skipped_blank", {}).items()})
-        mlflow.set_tags({f"data.{k}": str(lineage[k]) for k in ("format", "revision", "digest") if k in lineage})
+        mlflow.set_tags({f"data.{k}": str(lineage[k]) for k in ("format", "location", "revision", "digest")
+                         if lineage.get(k) is not None})
         mlflow.log_dict(manifest, "data/manifest.json")
         encoded = load_from_disk(manifest["encoded"])
         short = Path(config.data.source).name or config.data.source
         for split in ("train", "validation", "test"):
             ds = mlflow.data.from_huggingface(encoded[split].select_columns(["src", "tgt"]),
-                                              path=config.data.source, revision=lineage.get("revision"),
+                                              path=lineage.get("location", config.data.source),
+                                              revision=lineage.get("revision"),
                                               name=f"{short}-{split}", digest=lineage.get("digest", "")[:16] or None)
             mlflow.log_input(ds, context=split)
         mlflow.log_artifact(manifest["src_tokenizer"], "tokenizers")

@@ -55,7 +55,7 @@ def test_run_records_source_digest_split_sizes_and_skips(tmp_path, tracking_uri)
     inputs = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"corpus-train", "corpus-validation", "corpus-test"}
     assert all(d.digest == manifest["lineage"]["digest"][:16] for d in inputs.values())
-    assert str(root) in inputs["corpus-test"].source
+    assert str(root) in inputs["corpus-test"].source and run.data.tags["data.location"] == str(root)
     assert run.data.tags["data.digest"] == manifest["lineage"]["digest"] and run.data.tags["data.format"] == "text"
     assert run.data.params["data.size.test"] == "3" and run.data.metrics["data.skipped_blank.test"] == 1
     assert run.data.metrics["data.dropped_too_long.train"] == 0
