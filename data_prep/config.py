@@ -16,16 +16,39 @@ class SplitSizes(_Section):
     test: PositiveInt = 1_000
 
 
+class SplitNames(_Section):
+    """What each split is called in the source: a Hub split name, a file stem (`val.de`) or a subdirectory."""
+
+    train: str = "train"
+    validation: str = "validation"
+    test: str = "test"
+
+
+SourceFormat = Literal["auto", "dates", "hub", "text", "tsv", "jsonl", "parquet"]
+
+
 class DataConfig(_Section):
-    source: str = Field("dates", description="'dates' (embedded generator), a Hub dataset id, or a local path")
+    source: str = Field("dates", description="'dates' (embedded generator), a Hub dataset id, or a local directory")
+    format: SourceFormat = Field(
+        "auto", description="auto: 'dates', a local directory's files (text/tsv/jsonl/parquet; a directory with a "
+        "README.md dataset card goes through datasets.load_dataset), else a Hub id")
+    src_lang: str | None = Field(None, description="source language code: file suffix, column or translation key")
+    tgt_lang: str | None = Field(None, description="target language code")
+    hub_config: str | None = Field(None, description="Hub dataset configuration (load_dataset's `name`)")
+    revision: str | None = Field(None, description="Hub branch, tag or commit; pin a commit for reproducible caches")
+    splits: SplitNames = SplitNames()
     sizes: SplitSizes = SplitSizes()  # only for source=dates
     seed: int = 1234
+    blank_lines: Literal["skip", "error"] = Field(
+        "skip", description="pairs with a blank side: skipped and counted, or an error naming file and line")
+    max_chars: PositiveInt = Field(2000, description="a line longer than this is an error (a missing newline?)")
     max_len: PositiveInt = Field(100, description="drop pairs whose source or target exceeds this many tokens")
 
 
 class TokenizerConfig(_Section):
-    kind: Literal["char", "bpe"] = "char"
-    vocab_size: PositiveInt = 8000  # bpe only
+    kind: Literal["auto", "char", "bpe"] = "auto"  # auto: char for the dates corpus, bpe for real text
+    vocab_size: PositiveInt = 8000  # bpe only; per side unless joint
+    min_frequency: PositiveInt = 2  # bpe only: merges seen fewer times are not learned
     joint: bool = False  # one vocabulary for both sides (bpe)
     lowercase: bool = False
     normalization: Literal["NFC", "NFKC", "none"] = "NFC"

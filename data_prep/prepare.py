@@ -1,35 +1,46 @@
-"""Load -> validate -> tokenize -> encode -> save, into a directory named by a fingerprint of the inputs,
-so an unchanged corpus with unchanged settings is never prepared twice."""
+"""Load -> validate -> tokenize -> encode -> length-filter -> save, into a directory named by a fingerprint of
+the corpus content and the settings, so an unchanged corpus with unchanged settings is never prepared twice."""
 
 import hashlib
 import json
+import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+from datasets import DatasetDict
+
 from data_prep.config import DataConfig, TokenizerConfig
+from data_prep.errors import DataError
 from data_prep.sources import SPLITS, load_corpus, source_fingerprint
-from data_prep.tokenize import encode_corpus, train_tokenizers
+from data_prep.tokenize import encode_corpus, resolved_kind, train_tokenizers
 from data_prep.validate import validate_corpus
 
+log = logging.getLogger(__name__)
+
 # Bump when the on-disk layout or the preparation logic changes, so old caches are not reused.
-PREP_VERSION = 1
+PREP_VERSION = 2
 MANIFEST = "manifest.json"
 
 
 def fingerprint(data: DataConfig, tokenizer: TokenizerConfig) -> str:
+    """Content identity of the corpus (local files are hashed) + every setting that changes the prepared data."""
     key = {
         "version": PREP_VERSION,
         "source": source_fingerprint(data),
-        "data": data.model_dump(mode="json"),
+        # The path and the spelling of the format do not change the result once the content is hashed.
+        "data": data.model_dump(mode="json", exclude={"source", "format"}),
         # num_proc changes speed, not the result.
         "tokenizer": tokenizer.model_dump(mode="json", exclude={"num_proc"}),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _filter_long(corpus, max_len: int):
-    kept = corpus.filter(lambda r: len(r["src_ids"]) <= max_len and len(r["tgt_ids"]) <= max_len,
+def _filter_long(corpus: DatasetDict, max_len: int, num_proc: int) -> tuple[DatasetDict, dict[str, int]]:
+    kept = corpus.filter(lambda r: [len(s) <= max_len and len(t) <= max_len
+                                    for s, t in zip(r["src_ids"], r["tgt_ids"], strict=True)],
+                         batched=True, batch_size=1000, num_proc=num_proc if num_proc > 1 else None,
                          desc="length filter")
     dropped = {s: len(corpus[s]) - len(kept[s]) for s in corpus}
     return kept, dropped
@@ -43,10 +54,24 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, root: Path) -> dict[st
         manifest = json.loads((out / MANIFEST).read_text())
         return {**manifest, "reused": True}
 
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     corpus = load_corpus(data)
-    validate_corpus(corpus, data.source)
-    src_tok, tgt_tok = train_tokenizers(corpus, tokenizer)
-    encoded, dropped = _filter_long(encode_corpus(corpus, src_tok, tgt_tok, tokenizer.num_proc), data.max_len)
+    validate_corpus(corpus.splits, data.source)
+    timings["load_s"] = time.perf_counter() - t0
+    kind = resolved_kind(tokenizer, corpus.lineage["format"])
+    t0 = time.perf_counter()
+    src_tok, tgt_tok = train_tokenizers(corpus.splits, tokenizer, corpus.lineage["format"])
+    timings["tokenizer_train_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    encoded = encode_corpus(corpus.splits, src_tok, tgt_tok, tokenizer.num_proc)
+    encoded, dropped = _filter_long(encoded, data.max_len, tokenizer.num_proc)
+    timings["encode_s"] = time.perf_counter() - t0
+    for split in SPLITS:
+        if len(encoded[split]) == 0:
+            raise DataError(f"data.max_len={data.max_len}: every pair of split {split!r} is longer; raise it")
+    log.info("prepared %s: kept %s, dropped as longer than %d tokens %s, skipped for a blank side %s",
+             data.source, {s: len(encoded[s]) for s in SPLITS}, data.max_len, dropped, corpus.skipped_blank)
 
     # Write to a temp dir and rename, so an interrupted run never leaves a half-written cache behind.
     tmp = out.with_name(fp + ".tmp")
@@ -58,14 +83,18 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, root: Path) -> dict[st
     manifest = {
         "fingerprint": fp,
         "source": data.source,
+        "lineage": corpus.lineage,
         "dir": str(out),
         "encoded": str(out / "encoded"),
         "src_tokenizer": str(out / "src_tokenizer.json"),
         "tgt_tokenizer": str(out / "tgt_tokenizer.json"),
+        "tokenizer_kind": kind,
         "splits": {s: len(encoded[s]) for s in SPLITS},
+        "skipped_blank": corpus.skipped_blank,
         "dropped_too_long": dropped,
         "src_vocab": src_tok.get_vocab_size(),
         "tgt_vocab": tgt_tok.get_vocab_size(),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(out, ignore_errors=True)

@@ -1,4 +1,6 @@
-"""Train HF `tokenizers` on the train split and encode every split with batched `Dataset.map`."""
+"""Train HF `tokenizers` on the train split and encode every split with batched `Dataset.map`.
+
+Real text gets subword BPE; the dates corpus gets characters (its "words" are digits and month names)."""
 
 from collections.abc import Iterator
 
@@ -16,19 +18,28 @@ def _normalizer(cfg: TokenizerConfig) -> normalizers.Normalizer | None:
     return normalizers.Sequence(steps) if steps else None
 
 
-def new_tokenizer(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
-    if cfg.kind == "char":
+def resolved_kind(cfg: TokenizerConfig, source_format: str) -> str:
+    """"auto" means char for the embedded dates corpus and BPE for everything else."""
+    if cfg.kind != "auto":
+        return cfg.kind
+    return "char" if source_format == "dates" else "bpe"
+
+
+def new_tokenizer(cfg: TokenizerConfig, kind: str) -> tuple[Tokenizer, trainers.Trainer]:
+    if kind == "char":
         # Every character is a token; Fuse() joins them back without spaces.
         tok = Tokenizer(models.WordLevel(unk_token=UNK))
         tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
         tok.decoder = decoders.Fuse()
         trainer: trainers.Trainer = trainers.WordLevelTrainer(special_tokens=SPECIALS)
     else:
-        # Metaspace keeps word boundaries inside the tokens, so decoding restores the original spacing.
+        # Metaspace keeps word boundaries inside the tokens (▁word), so decoding restores the original spacing;
+        # splitting punctuation off after it keeps "Büsche." from becoming its own merge and still round-trips.
         tok = Tokenizer(models.BPE(unk_token=UNK))
-        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
         tok.decoder = decoders.Metaspace()
-        trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS)
+        trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+                                      special_tokens=SPECIALS)
     normalizer = _normalizer(cfg)
     if normalizer is not None:
         tok.normalizer = normalizer
@@ -40,17 +51,19 @@ def _batches(texts: list[str], size: int = 1000) -> Iterator[list[str]]:
         yield texts[i : i + size]
 
 
-def train_tokenizers(corpus: DatasetDict, cfg: TokenizerConfig) -> tuple[Tokenizer, Tokenizer]:
+def train_tokenizers(corpus: DatasetDict, cfg: TokenizerConfig, source_format: str = "dates"
+                     ) -> tuple[Tokenizer, Tokenizer]:
     """(source, target) tokenizers trained on the train split only; the same object twice when joint."""
-    train = corpus["train"]
+    kind = resolved_kind(cfg, source_format)
+    src, tgt = corpus["train"]["src"][:], corpus["train"]["tgt"][:]
     if cfg.joint:
-        tok, trainer = new_tokenizer(cfg)
-        tok.train_from_iterator(_batches(train["src"] + train["tgt"]), trainer=trainer)
+        tok, trainer = new_tokenizer(cfg, kind)
+        tok.train_from_iterator(_batches(src + tgt), trainer=trainer, length=len(src) + len(tgt))
         return tok, tok
-    src_tok, src_trainer = new_tokenizer(cfg)
-    src_tok.train_from_iterator(_batches(train["src"]), trainer=src_trainer)
-    tgt_tok, tgt_trainer = new_tokenizer(cfg)
-    tgt_tok.train_from_iterator(_batches(train["tgt"]), trainer=tgt_trainer)
+    src_tok, src_trainer = new_tokenizer(cfg, kind)
+    src_tok.train_from_iterator(_batches(src), trainer=src_trainer, length=len(src))
+    tgt_tok, tgt_trainer = new_tokenizer(cfg, kind)
+    tgt_tok.train_from_iterator(_batches(tgt), trainer=tgt_trainer, length=len(tgt))
     return src_tok, tgt_tok
 
 

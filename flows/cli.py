@@ -18,9 +18,11 @@ class _HideUserErrorTracebacks(logging.Filter):
 
 
 def _run(args: argparse.Namespace) -> int:
+    from data_prep.sources import resolve_source
     from flows.config import load_config
 
     config = load_config(args.config, args.set)  # validate before anything starts
+    resolve_source(config.data)  # a missing directory, split or language fails here, in a second
     from flows.pipeline import train_pipeline
 
     for handler in logging.getLogger().handlers:  # Prefect's console handler sits on the root logger
@@ -68,6 +70,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # The ephemeral API server gets 20 s to start by default; a busy machine needs longer.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     args = parser().parse_args(argv)
     try:
         return args.func(args)

@@ -2,6 +2,7 @@
 
 Tasks are thin: each calls one data_prep/training function and passes paths, ids and small dicts."""
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -10,10 +11,11 @@ from typing import Any
 import mlflow
 from datasets import load_from_disk
 from mlflow import MlflowClient
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import TaskRunContext
 
+from data_prep.errors import AlignflowError
 from data_prep.prepare import MANIFEST, fingerprint, prepare
 from flows.config import PipelineConfig, flatten
 from training import registry, trainer
@@ -25,18 +27,43 @@ from training.translator import MODEL_CONFIG, WEIGHTS, Translator
 
 
 def _prepare_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
-    """Keyed on the corpus and tokenizer fingerprint; no key (no reuse) once the prepared files are gone."""
-    fp = fingerprint(parameters["config"].data, parameters["config"].tokenizer)
-    return fp if (Path(parameters["config"].work_dir).resolve() / "prepared" / fp / MANIFEST).exists() else None
+    """Keyed on the corpus content + settings fingerprint and the work dir holding the prepared files; no key
+    when the source is unreadable (the task then runs and raises the clear error)."""
+    config = parameters["config"]
+    try:
+        fp = fingerprint(config.data, config.tokenizer)
+    except AlignflowError:
+        return None
+    prepared = Path(config.work_dir).resolve() / "prepared"
+    return f"prepare-{fp}-{hashlib.sha256(str(prepared).encode()).hexdigest()[:12]}"
 
 
-@task(cache_key_fn=_prepare_cache_key, persist_result=True)
+# log_prints=False: datasets pickles the map function with dill for num_proc > 1, and dill reads a function's
+# globals by capturing what dis.dis prints; with prints routed to the Prefect logger that capture comes back
+# empty and the log fills with bytecode.
+@task(cache_key_fn=_prepare_cache_key, persist_result=True, log_prints=False)
 def prepare_data(config: PipelineConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     manifest = prepare(config.data, config.tokenizer, Path(config.work_dir) / "prepared")
-    print(f"prepared {manifest['source']} ({'reused' if manifest['reused'] else 'built'}) "
-          f"in {time.perf_counter() - t0:.1f}s: {manifest['splits']}")
+    get_run_logger().info(
+        f"prepared {manifest['source']} ({'reused' if manifest['reused'] else 'built'}) in "
+        f"{time.perf_counter() - t0:.1f}s: {manifest['splits']}; dropped as longer than {config.data.max_len} "
+        f"tokens {manifest['dropped_too_long']}; skipped for a blank side {manifest.get('skipped_blank')}; "
+        f"build stage timings {manifest.get('timings')}")
     return manifest
+
+
+def prepared(config: PipelineConfig) -> dict[str, Any]:
+    """prepare_data, skipped (Prefect cache) while corpus and settings are unchanged; rerun with the cache
+    refreshed when the cached result's files were deleted. `cached` says whether the task was skipped."""
+    state = prepare_data(config, return_state=True)
+    manifest = state.result()
+    if not (Path(manifest["dir"]) / MANIFEST).exists():
+        state = prepare_data.with_options(refresh_cache=True)(config, return_state=True)
+        manifest = state.result()
+    if state.name == "Cached":
+        print(f"prepared data reused from the cache: {manifest['dir']}")
+    return {**manifest, "cached": state.name == "Cached"}
 
 
 def start_run(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: str) -> str:
@@ -53,14 +80,22 @@ def start_run(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: st
     run = client.create_run(exp_id, run_name=run_name, tags={
         "corpus": config.data.source, "data_fingerprint": manifest["fingerprint"]})
     mlflow.set_tracking_uri(tracking_uri)
+    lineage = manifest.get("lineage", {})
     with mlflow.start_run(run_id=run.info.run_id):
         mlflow.log_params(flatten(config))
         mlflow.log_params({f"data.size.{k}": v for k, v in manifest["splits"].items()})
         mlflow.log_metrics({f"data.dropped_too_long.{k}": v for k, v in manifest["dropped_too_long"].items()})
+        mlflow.log_metrics({f"data.skipped_blank.{k}": v for k, v in manifest.get("skipped_blank", {}).items()})
+        mlflow.set_tags({f"data.{k}": str(lineage[k]) for k in ("format", "location", "revision", "digest")
+                         if lineage.get(k) is not None})
+        mlflow.log_dict(manifest, "data/manifest.json")
         encoded = load_from_disk(manifest["encoded"])
+        short = Path(config.data.source).name or config.data.source
         for split in ("train", "validation", "test"):
             ds = mlflow.data.from_huggingface(encoded[split].select_columns(["src", "tgt"]),
-                                              path=config.data.source, name=f"{config.data.source}-{split}")
+                                              path=lineage.get("location", config.data.source),
+                                              revision=lineage.get("revision"),
+                                              name=f"{short}-{split}", digest=lineage.get("digest", "")[:16] or None)
             mlflow.log_input(ds, context=split)
         mlflow.log_artifact(manifest["src_tokenizer"], "tokenizers")
         mlflow.log_artifact(manifest["tgt_tokenizer"], "tokenizers")
@@ -114,7 +149,7 @@ def register(config: PipelineConfig, manifest: dict[str, Any], checkpoint: str, 
 @flow(name="train-pipeline", log_prints=True)
 def train_pipeline(config: PipelineConfig) -> dict[str, Any]:
     tracking_uri = resolve_tracking_uri(config.tracking.uri)
-    manifest = prepare_data(config)
+    manifest = prepared(config)
     run_id = start_run(config, manifest, tracking_uri)
     trained = train(config, manifest, tracking_uri, run_id)
     test_metrics = evaluate(config, manifest, trained["checkpoint"], tracking_uri, run_id)

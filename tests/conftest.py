@@ -13,6 +13,8 @@ SHARED_DATA = REPO.parent / "shared" / "data" / "multi30k"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"alignflow-prefect-{os.getpid()}"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # a busy 2-core machine
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the Hub is unreachable here: fail fast, never wait on it
 
 
 @pytest.fixture(scope="session")

@@ -40,3 +40,25 @@ def test_validation_names_split_row_and_column():
         validate_corpus(DatasetDict({"train": good, "validation": good, "test": bad}), "corpus")
     with pytest.raises(DataError, match="missing split"):
         validate_corpus(DatasetDict({"train": good}), "corpus")
+
+
+def test_local_corpus_length_filter_counts_and_content_invalidation(tmp_path):
+    from data_prep.config import SplitNames
+    from tests.data_prep.corpora import lines, write_text
+
+    root = write_text(tmp_path / "corpus")
+    (root / "train.de").write_bytes(lines(["Ein Hund läuft.", "Zwei Männer sitzen.", "", "Kinder spielen " * 8]))
+    data = DataConfig(source=str(root), src_lang="de", tgt_lang="en", splits=SplitNames(validation="val"),
+                      max_len=12)
+    tok = TokenizerConfig(vocab_size=60, min_frequency=1)
+    first = prepare(data, tok, tmp_path / "prepared")
+    assert first["tokenizer_kind"] == "bpe" and first["lineage"]["format"] == "text"
+    assert first["skipped_blank"] == {"train": 1, "validation": 0, "test": 0}
+    assert first["dropped_too_long"]["train"] == 1  # "Kinder spielen" x8 is far over 12 subwords
+    assert first["splits"]["train"] == 2
+    assert prepare(data, tok, tmp_path / "prepared")["reused"] is True
+    (root / "val.en").write_bytes(lines(["A cat runs.", "x", "y", "z"]))  # same path, new content
+    again = prepare(data, tok, tmp_path / "prepared")
+    assert again["reused"] is False and again["fingerprint"] != first["fingerprint"]
+    with pytest.raises(DataError, match=r"data.max_len=1: every pair of split 'train' is longer"):
+        prepare(data.model_copy(update={"max_len": 1}), tok, tmp_path / "prepared")
