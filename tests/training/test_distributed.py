@@ -23,6 +23,14 @@ from training.translator import MODEL_CONFIG, WEIGHTS, Translator
 pytestmark = pytest.mark.integration
 
 SMALL = ["data.sizes.train=1500", "data.sizes.validation=100", "data.sizes.test=100"]
+# Prefect's ephemeral API gets 20 s to start by default, too little on a busy 2-core machine.
+PATIENT_PREFECT = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+
+
+@pytest.fixture(autouse=True)
+def _patient_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in PATIENT_PREFECT.items():
+        monkeypatch.setenv(key, value)
 
 
 # --- processes: only this test's own process tree is ever inspected or signalled ---------------------------
@@ -149,7 +157,7 @@ def test_a_worker_killed_mid_epoch_recovers_from_the_last_checkpoint(ray_cluster
     killed: list[tuple[int, int]] = []  # (pid, checkpointed epoch when killed)
 
     def kill_a_worker_during_epoch_2() -> None:
-        epoch = _wait_for(lambda: _registered_epoch(tmp_path / "work" / "ray"), 240, "the first checkpoint")
+        epoch = _wait_for(lambda: _registered_epoch(tmp_path / "work" / "ray"), 420, "the first checkpoint")
         time.sleep(1.0)  # into the next epoch, past its first batches
         pid = _wait_for(lambda: _train_workers(os.getpid())[-1:], 30, "a training worker")[0]
         os.kill(pid, signal.SIGKILL)
@@ -179,8 +187,7 @@ def test_a_worker_killed_mid_epoch_recovers_from_the_last_checkpoint(ray_cluster
 
 def _start_cli(args: list[str], log: Path) -> subprocess.Popen:
     # Its own session, so the test can clean up exactly that process tree (its Ray cluster included).
-    # A patient ephemeral Prefect API: on a busy machine it can take more than its default 20 s to start.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **PATIENT_PREFECT}
     return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *args], stdout=log.open("w"),
                             stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env, start_new_session=True)
 
@@ -198,7 +205,7 @@ def test_a_killed_pipeline_resumes_from_its_checkpoint_in_the_same_mlflow_run(tr
     ray_storage = tmp_path / "work" / "ray"
     first = _start_cli(args, tmp_path / "first.log")
     try:
-        _wait_for(lambda: _registered_epoch(ray_storage), 240, "the first checkpoint", first)
+        _wait_for(lambda: _registered_epoch(ray_storage), 420, "the first checkpoint", first)
         os.kill(first.pid, signal.SIGKILL)  # the driver dies without any chance to clean up
         first.wait(timeout=30)
     finally:
@@ -212,7 +219,7 @@ def test_a_killed_pipeline_resumes_from_its_checkpoint_in_the_same_mlflow_run(tr
 
     second = _start_cli(args, tmp_path / "second.log")
     try:
-        assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+        assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
     finally:
         _kill_tree(second)
     out = (tmp_path / "second.log").read_text()
@@ -236,7 +243,7 @@ def test_ctrl_c_stops_the_training_job_and_leaves_a_usable_checkpoint(tracking_u
     ray_storage = tmp_path / "work" / "ray"
     proc = _start_cli(args, tmp_path / "run.log")
     try:
-        _wait_for(lambda: _registered_epoch(ray_storage), 240, "the first checkpoint", proc)
+        _wait_for(lambda: _registered_epoch(ray_storage), 420, "the first checkpoint", proc)
         assert _train_workers(proc.pid), "training workers should be running"
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=120) == 130, (tmp_path / "run.log").read_text()[-3000:]
