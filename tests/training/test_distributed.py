@@ -28,9 +28,12 @@ PATIENT_PREFECT = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
 
 
 @pytest.fixture(autouse=True)
-def _patient_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in PATIENT_PREFECT.items():
-        monkeypatch.setenv(key, value)
+def _patient_prefect() -> Iterator[None]:
+    # Prefect read its environment at import, so this process needs its settings context changed.
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180}):
+        yield
 
 
 # --- processes: only this test's own process tree is ever inspected or signalled ---------------------------
