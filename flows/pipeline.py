@@ -42,19 +42,22 @@ def prepare_data(config: PipelineConfig) -> dict[str, Any]:
 
 
 RUN_NAME_TAG = "alignflow.run_name"
+# Set when the whole pipeline has finished. The run's MLflow status can't tell: every `with mlflow.start_run()`
+# block ends by marking the run FINISHED.
+COMPLETE_TAG = "alignflow.complete"
 # Keys a resumed run must share with the interrupted one: the data, the checkpoint's shapes and where the
 # checkpoints are.
 _RESUME_FIXED = ("data.", "tokenizer.", "model.", "scaling.storage_path", "work_dir")
 
 
 def _resumable_run(client: MlflowClient, exp_id: str, config: PipelineConfig) -> Run | None:
-    """The latest unfinished run named `tracking.run_name` (killed, failed or still marked running), if any."""
+    """The latest run named `tracking.run_name` if its pipeline never completed (killed, failed, crashed)."""
     name = config.tracking.run_name
     if not name:
         return None
     runs = client.search_runs([exp_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{name}'",
                               order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs or runs[0].info.status == "FINISHED":
+    if not runs or runs[0].data.tags.get(COMPLETE_TAG) == "true":
         return None
     run = runs[0]
     for key, value in flatten(config).items():
@@ -100,6 +103,7 @@ def start_run(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: st
         mlflow.log_artifact(manifest["tgt_tokenizer"], "tokenizers")
         mlflow.log_dict(config.model_dump(mode="json"), "config.json")
         mlflow.set_tags(signatures())
+    client.update_run(run.info.run_id, status="RUNNING")  # leaving the block above marked it FINISHED
     return run.info.run_id
 
 
@@ -163,6 +167,7 @@ def train_pipeline(config: PipelineConfig) -> dict[str, Any]:
     except BaseException as e:  # Ctrl-C and Prefect's cancellation are BaseExceptions: the run was killed
         MlflowClient(tracking_uri).set_terminated(run_id, "FAILED" if isinstance(e, Exception) else "KILLED")
         raise
+    MlflowClient(tracking_uri).set_tag(run_id, COMPLETE_TAG, "true")
     MlflowClient(tracking_uri).set_terminated(run_id)
     summary = {"run_id": run_id, "tracking_uri": tracking_uri, **test_metrics, **registered,
                "best_val": {k: v for k, v in trained["metrics"].items() if k.startswith("val_")}}

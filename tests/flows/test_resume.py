@@ -6,7 +6,7 @@ from mlflow import MlflowClient
 
 from data_prep.errors import ConfigError
 from flows.config import flatten, load_config
-from flows.pipeline import RUN_NAME_TAG, _resumable_run
+from flows.pipeline import COMPLETE_TAG, RUN_NAME_TAG, _resumable_run
 
 
 @pytest.fixture
@@ -20,6 +20,8 @@ def _run(client: MlflowClient, exp: str, overrides: list[str], status: str) -> s
     run = client.create_run(exp, run_name=cfg.tracking.run_name, tags={RUN_NAME_TAG: cfg.tracking.run_name})
     for key, value in flatten(cfg).items():
         client.log_param(run.info.run_id, key, value)
+    if status == "FINISHED":
+        client.set_tag(run.info.run_id, COMPLETE_TAG, "true")
     client.set_terminated(run.info.run_id, status)
     return run.info.run_id
 
@@ -28,6 +30,10 @@ def test_an_unfinished_run_with_the_same_name_is_continued(store):
     client, exp = store
     killed = _run(client, exp, ["tracking.run_name=a"], "KILLED")
     _run(client, exp, ["tracking.run_name=b"], "FAILED")
+    # MLflow says FINISHED after any `with mlflow.start_run()` block; without the completion tag it resumes
+    crashed = _run(client, exp, ["tracking.run_name=c"], "RUNNING")
+    client.set_terminated(crashed, "FINISHED")
+    assert _resumable_run(client, exp, load_config(None, ["tracking.run_name=c"])).info.run_id == crashed
     run = _resumable_run(client, exp, load_config(None, ["tracking.run_name=a", "train.epochs=9"]))
     assert run is not None and run.info.run_id == killed  # more epochs may be asked of a resumed run
 

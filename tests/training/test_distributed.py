@@ -239,22 +239,25 @@ def test_a_killed_pipeline_resumes_from_its_checkpoint_in_the_same_mlflow_run(tr
     assert client.get_model_version("tiny-dates", "1").run_id == killed_run.info.run_id
 
 
-# --- 4. Ctrl-C ----------------------------------------------------------------------------------------------
+# --- 4. Ctrl-C, or SIGTERM as when Prefect cancels a flow run ------------------------------------------------
 
-def test_ctrl_c_stops_the_training_job_and_leaves_a_usable_checkpoint(tracking_uri, tiny_overrides, tmp_path):
+@pytest.mark.parametrize(("signum", "code", "message"), [(signal.SIGINT, 130, "alignflow: interrupted"),
+                                                         (signal.SIGTERM, 143, "alignflow: terminated")])
+def test_ctrl_c_or_sigterm_stops_the_training_job_and_leaves_a_usable_checkpoint(
+        signum, code, message, tracking_uri, tiny_overrides, tmp_path):
     args = [f"--set={o}" for o in [*tiny_overrides, *SMALL, "train.epochs=6", "tracking.run_name=cancelled"]]
     ray_storage = tmp_path / "work" / "ray"
     proc = _start_cli(args, tmp_path / "run.log")
     try:
         _wait_for(lambda: _registered_epoch(ray_storage), 420, "the first checkpoint", proc)
         assert _train_workers(proc.pid), "training workers should be running"
-        os.kill(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=120) == 130, (tmp_path / "run.log").read_text()[-3000:]
+        os.kill(proc.pid, signum)
+        assert proc.wait(timeout=120) == code, (tmp_path / "run.log").read_text()[-3000:]
         # the job was stopped, not orphaned: no training worker of this run survives its driver
         _wait_for(lambda: not _group_workers(proc.pid), 30, "the training workers to exit")
     finally:
         _kill_tree(proc)
-    assert "alignflow: interrupted" in (tmp_path / "run.log").read_text()
+    assert message in (tmp_path / "run.log").read_text()
 
     client = MlflowClient(tracking_uri)
     [run] = client.search_runs(client.get_experiment_by_name("alignflow").experiment_id)
