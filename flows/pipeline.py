@@ -11,11 +11,12 @@ from typing import Any
 import mlflow
 from datasets import load_from_disk
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import TaskRunContext
 
-from data_prep.errors import AlignflowError
+from data_prep.errors import AlignflowError, ConfigError
 from data_prep.prepare import MANIFEST, fingerprint, prepare
 from flows.config import PipelineConfig, flatten
 from training import registry, trainer
@@ -66,8 +67,37 @@ def prepared(config: PipelineConfig) -> dict[str, Any]:
     return {**manifest, "cached": state.name == "Cached"}
 
 
+RUN_NAME_TAG = "alignflow.run_name"
+# Set when the whole pipeline has finished. The run's MLflow status can't tell: every `with mlflow.start_run()`
+# block ends by marking the run FINISHED.
+COMPLETE_TAG = "alignflow.complete"
+# Keys a resumed run must share with the interrupted one: the data, the checkpoint's shapes and where the
+# checkpoints are.
+_RESUME_FIXED = ("data.", "tokenizer.", "model.", "scaling.storage_path", "work_dir")
+
+
+def _resumable_run(client: MlflowClient, exp_id: str, config: PipelineConfig) -> Run | None:
+    """The latest run named `tracking.run_name` if its pipeline never completed (killed, failed, crashed)."""
+    name = config.tracking.run_name
+    if not name:
+        return None
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{name}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs or runs[0].data.tags.get(COMPLETE_TAG) == "true":
+        return None
+    run = runs[0]
+    for key, value in flatten(config).items():
+        logged = run.data.params.get(key)
+        if key.startswith(_RESUME_FIXED) and logged is not None and logged != str(value):
+            raise ConfigError(f"{key}: {value!r} differs from {logged!r} in the interrupted run "
+                              f"tracking.run_name={name!r} that this run would resume; use another run_name")
+    return run
+
+
 def start_run(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: str) -> str:
-    """One MLflow run per pipeline run, created on the driver; workers only log into it."""
+    """One MLflow run per pipeline run, created on the driver; workers only log into it. With a
+    `tracking.run_name` whose last run did not finish, that run is continued instead: the Ray run name derives
+    from the MLflow run id, so training resumes from its latest checkpoint and logs into the same run."""
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(config.tracking.experiment)
     if exp is None:
@@ -76,9 +106,15 @@ def start_run(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: st
         exp_id = client.create_experiment(config.tracking.experiment, artifact_location=location)
     else:
         exp_id = exp.experiment_id
+    previous = _resumable_run(client, exp_id, config)
+    if previous is not None:
+        client.update_run(previous.info.run_id, status="RUNNING")
+        print(f"resuming MLflow run {previous.info.run_id} ({config.tracking.run_name!r}, was "
+              f"{previous.info.status})")
+        return previous.info.run_id
     run_name = config.tracking.run_name or f"{config.data.source}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = client.create_run(exp_id, run_name=run_name, tags={
-        "corpus": config.data.source, "data_fingerprint": manifest["fingerprint"]})
+        "corpus": config.data.source, "data_fingerprint": manifest["fingerprint"], RUN_NAME_TAG: run_name})
     mlflow.set_tracking_uri(tracking_uri)
     lineage = manifest.get("lineage", {})
     with mlflow.start_run(run_id=run.info.run_id):
@@ -101,6 +137,7 @@ def start_run(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: st
         mlflow.log_artifact(manifest["tgt_tokenizer"], "tokenizers")
         mlflow.log_dict(config.model_dump(mode="json"), "config.json")
         mlflow.set_tags(signatures())
+    client.update_run(run.info.run_id, status="RUNNING")  # leaving the block above marked it FINISHED
     return run.info.run_id
 
 
@@ -110,12 +147,18 @@ def train(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: str, r
         model=config.model, train=config.train, select_metric=config.tracking.select_metric,
         src_tokenizer=Path(manifest["src_tokenizer"]).read_text(),
         tgt_tokenizer=Path(manifest["tgt_tokenizer"]).read_text(),
-        threads=config.scaling.cpus_per_worker, tracking_uri=tracking_uri, run_id=run_id)
+        threads=config.scaling.threads, tracking_uri=tracking_uri, run_id=run_id)
     splits = load_encoded(manifest["encoded"])
     refs = load_from_disk(manifest["encoded"])["validation"]["tgt"]
     data = {"train": splits["train"], "validation": splits["validation"], "val_refs": refs}
-    return trainer.fit(job, data, config.scaling, name=f"train-{run_id[:12]}",
-                       storage_path=Path(config.work_dir) / "ray", keep=config.tracking.keep_checkpoints)
+    # The Ray run is named after the MLflow run: continuing that run (same run_name) resumes this one.
+    return trainer.fit(job, data, config.scaling, name=ray_run_name(run_id),
+                       storage_path=config.scaling.storage_path or Path(config.work_dir) / "ray",
+                       keep=config.tracking.keep_checkpoints)
+
+
+def ray_run_name(run_id: str) -> str:
+    return f"train-{run_id[:12]}"
 
 
 @task
@@ -151,10 +194,15 @@ def train_pipeline(config: PipelineConfig) -> dict[str, Any]:
     tracking_uri = resolve_tracking_uri(config.tracking.uri)
     manifest = prepared(config)
     run_id = start_run(config, manifest, tracking_uri)
-    trained = train(config, manifest, tracking_uri, run_id)
-    test_metrics = evaluate(config, manifest, trained["checkpoint"], tracking_uri, run_id)
-    probe = load_from_disk(manifest["encoded"])["test"][0]["src"]
-    registered = register(config, manifest, trained["checkpoint"], tracking_uri, run_id, test_metrics, probe)
+    try:
+        trained = train(config, manifest, tracking_uri, run_id)
+        test_metrics = evaluate(config, manifest, trained["checkpoint"], tracking_uri, run_id)
+        probe = load_from_disk(manifest["encoded"])["test"][0]["src"]
+        registered = register(config, manifest, trained["checkpoint"], tracking_uri, run_id, test_metrics, probe)
+    except BaseException as e:  # Ctrl-C and Prefect's cancellation are BaseExceptions: the run was killed
+        MlflowClient(tracking_uri).set_terminated(run_id, "FAILED" if isinstance(e, Exception) else "KILLED")
+        raise
+    MlflowClient(tracking_uri).set_tag(run_id, COMPLETE_TAG, "true")
     MlflowClient(tracking_uri).set_terminated(run_id)
     summary = {"run_id": run_id, "tracking_uri": tracking_uri, **test_metrics, **registered,
                "best_val": {k: v for k, v in trained["metrics"].items() if k.startswith("val_")}}

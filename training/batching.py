@@ -25,18 +25,23 @@ def global_batches(src_len: np.ndarray, tgt_len: np.ndarray, batch_tokens: int, 
         width = 0
         for i in chunk:
             w = max(width, int(cost[i]))
-            if current and w * 2 * (len(current) + 1) > batch_tokens and len(current) >= min_size:
+            if current and w * 2 * (len(current) + 1) > batch_tokens:
                 batches.append(np.array(current))
                 current, w = [], int(cost[i])
             current.append(int(i))
             width = w
         if current:
             batches.append(np.array(current))
-    # A tail batch smaller than the worker count would leave a worker without data: merge it.
-    if len(batches) > 1 and len(batches[-1]) < min_size:
-        batches[-2] = np.concatenate([batches[-2], batches.pop()])
     rng.shuffle(batches)
-    return batches
+    # A batch smaller than the worker count would leave a worker without data: merge it into its neighbour.
+    # Merging after the shuffle keeps the order of examples and every other batch the same for any world size.
+    merged: list[np.ndarray] = []
+    for b in batches:
+        if merged and (len(b) < min_size or len(merged[-1]) < min_size):
+            merged[-1] = np.concatenate([merged[-1], b])
+        else:
+            merged.append(b)
+    return merged
 
 
 def worker_slice(batch: np.ndarray, rank: int, world: int) -> np.ndarray:

@@ -2,7 +2,16 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+)
 
 
 class _Section(BaseModel):
@@ -36,10 +45,40 @@ class TrainConfig(_Section):
 
 
 class ScalingSettings(_Section):
-    num_workers: PositiveInt = 2
-    use_gpu: bool = False
-    cpus_per_worker: PositiveInt = 1  # also the torch thread count per worker
-    address: str | None = Field(None, description="Ray cluster address; RAY_ADDRESS or a local cluster if unset")
+    """Where and how wide to train. The same config runs on a laptop (local cluster, CPU workers) and on a Ray
+    cluster of GPU machines (`address` + `use_gpu`): only this section changes, the global batch does not
+    (see `TrainConfig.batch_tokens`)."""
+
+    num_workers: PositiveInt = Field(2, description="data-parallel Ray Train workers; one per GPU with use_gpu")
+    use_gpu: bool = Field(False, description="one GPU per worker and DDP over NCCL; CPU workers use gloo")
+    resources_per_worker: dict[str, PositiveFloat] = Field(
+        default_factory=lambda: {"CPU": 1.0},
+        description="Ray resources reserved per worker, e.g. {CPU: 4, GPU: 1}; GPU defaults to 1 with use_gpu")
+    threads_per_worker: PositiveInt | None = Field(
+        None, description="torch intra-op threads per worker; default: the worker's CPU reservation, so "
+                          "workers on one node never oversubscribe its cores")
+    address: str | None = Field(None, description="Ray cluster to join; RAY_ADDRESS or a new local cluster if unset")
+    storage_path: str | None = Field(
+        None, description="where Ray Train keeps checkpoints; shared by all nodes on a multi-node cluster "
+                          "(an NFS mount, s3://bucket/prefix, gs://...); default: work_dir/ray")
+    max_failures: NonNegativeInt = Field(
+        2, description="restarts of the worker group from the latest checkpoint after a worker or node dies")
+
+    @field_validator("resources_per_worker")
+    @classmethod
+    def _gpu_needs_use_gpu(cls, value: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        if value.get("GPU") and not info.data.get("use_gpu"):
+            raise ValueError("GPU reserved per worker but use_gpu is false")
+        return value
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """Resources per worker as Ray wants them: one GPU with use_gpu unless more are given."""
+        return {**({"GPU": 1.0} if self.use_gpu else {}), **self.resources_per_worker}
+
+    @property
+    def threads(self) -> int:
+        return self.threads_per_worker or max(1, int(self.resources_per_worker.get("CPU", 1)))
 
 
 class TrackingConfig(_Section):

@@ -2,6 +2,12 @@
 
 Ray calls in this file: [1] get_context / get_device, [2] get_checkpoint to resume, [3] prepare_model (DDP),
 [4] report (every rank, every epoch, with a checkpoint written by rank 0).
+
+A checkpoint holds everything an exact resume needs: weights (safetensors), optimizer and LR scheduler, the
+progress counters (epoch, global step, early-stopping state) and every rank's torch RNG state. Batches need
+no saved state: they are a pure function of (seed, epoch). Only rank 0 logs to MLflow, at global steps
+(optimizer updates, the same count for any number of workers), and it skips steps the run already has: an
+epoch that is repeated after a failure or resume never duplicates a point of a curve.
 """
 
 import json
@@ -44,7 +50,7 @@ class LoopConfig(BaseModel):
     select_metric: str
     src_tokenizer: str  # tokenizer JSON, so workers need no shared disk
     tgt_tokenizer: str
-    threads: int
+    threads: int  # torch intra-op threads per worker
     tracking_uri: str
     run_id: str
 
@@ -53,11 +59,24 @@ def _unwrap(model: nn.Module) -> Seq2Seq:
     return getattr(model, "module", model)
 
 
-def _allreduce(values: list[float]) -> list[float]:
+def _allreduce(values: list[float], op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     if dist.is_initialized():
-        dist.all_reduce(t)
+        dist.all_reduce(t, op=op)
     return t.tolist()
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _gather(items: list[Any]) -> list[list[Any]]:
@@ -121,11 +140,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     job = LoopConfig.model_validate(config["job"])
     data: dict[str, Any] = ray.get(config["data"])
     train, val, val_refs = data["train"], data["validation"], data["val_refs"]
-    torch.set_num_threads(job.threads)  # one worker per core slot: don't oversubscribe the node
+    torch.set_num_threads(job.threads)  # the worker's CPU reservation: don't oversubscribe the node
     ctx = ray.train.get_context()  # [1]
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    torch.manual_seed(job.train.seed)
+    torch.manual_seed(job.train.seed)  # same initial weights everywhere (DDP also broadcasts rank 0's)
 
     src_tok, tgt_tok = Tokenizer.from_str(job.src_tokenizer), Tokenizer.from_str(job.tgt_tokenizer)
     model = build_model(job.model, src_tok, tgt_tok)
@@ -133,6 +152,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=job.train.lr_decay, patience=job.train.lr_patience)
     progress = {"epoch": 0, "step": 0, "best": -math.inf, "bad_epochs": 0}
+    torch.manual_seed(job.train.seed + 1 + rank)  # distinct dropout masks per rank
 
     checkpoint = ray.train.get_checkpoint()  # [2] set when Ray restarts the group or the run is resumed
     if checkpoint:
@@ -142,10 +162,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             progress = json.loads((Path(d) / PROGRESS).read_text())
+            if len(state["rng"]) == world:  # else a different worker count: keep the fresh per-rank seeds
+                _set_rng_state(state["rng"][rank], device)
+    start_epoch = progress["epoch"] + 1
     model = ray.train.torch.prepare_model(model)  # [3] moves to the device and wraps in DDP
-    logger = RunLogger(job.tracking_uri, job.run_id) if rank == 0 else None
+    node_ids = _gather([ray.get_runtime_context().get_node_id()])
+    logger, logged_steps = None, set()
+    if rank == 0:
+        logger = RunLogger(job.tracking_uri, job.run_id)
+        logged_steps = {m.step for m in logger.client.get_metric_history(job.run_id, "epoch")}
+        logger.client.set_tag(job.run_id, "ray.worker_nodes", json.dumps([n for [n] in node_ids]))
+        if checkpoint:
+            print(f"resuming at epoch {start_epoch} (global step {progress['step']}) on {world} workers")
 
-    for epoch in range(progress["epoch"] + 1, job.train.epochs + 1):
+    while progress["epoch"] < job.train.epochs and progress["bad_epochs"] < job.train.patience:
+        epoch = progress["epoch"] + 1
         model.train()
         batches = global_batches(train.src_len, train.tgt_len, job.train.batch_tokens, job.train.seed, epoch,
                                  min_size=world)
@@ -154,12 +185,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             loss, n = train_step(model, optimizer, train, batch, rank, world, device, job.train.clip_norm)
             progress["step"] += 1
             loss_sum, tokens = loss_sum + loss, tokens + n
-        elapsed = time.perf_counter() - t0
+        [elapsed] = _allreduce([time.perf_counter() - t0], dist.ReduceOp.MAX)  # the group is as slow as its slowest
         loss_sum, tokens = _allreduce([loss_sum, tokens])
         net = _unwrap(model)
         translator = Translator(net, src_tok, tgt_tok, job.train.max_output_ratio,
                                 beam_size=job.train.beam_size, length_penalty=job.train.length_penalty)
-        metrics = {"epoch": epoch, "train_loss": loss_sum / max(1.0, tokens),
+        metrics = {"epoch": epoch, "start_epoch": start_epoch, "train_loss": loss_sum / max(1.0, tokens),
                    "train_tokens_per_s": tokens / elapsed, "lr": optimizer.param_groups[0]["lr"],
                    **validate(net, translator, val, val_refs, rank, world, device)}
         scheduler.step(metrics[job.select_metric])
@@ -168,20 +199,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         else:
             progress["bad_epochs"] += 1
         progress["epoch"] = epoch
+        rng = _gather([_rng_state(device)])  # collective: every rank takes part
 
         with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as plots:
             ckpt = None
             if rank == 0:  # one writer; every rank still reports
                 save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(Path(tmp) / WEIGHTS))
-                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                           Path(tmp) / TRAINER_STATE)
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "rng": [r for [r] in rng]}, Path(tmp) / TRAINER_STATE)
                 (Path(tmp) / PROGRESS).write_text(json.dumps(progress))
                 (Path(tmp) / MODEL_CONFIG).write_text(job.model.model_dump_json())
                 assert logger is not None
-                logger.metrics(metrics, step=progress["step"])
-                for path in plot_examples(translator, val, job.train.heatmap_examples, epoch, Path(plots)):
-                    logger.artifact(path, f"attention/epoch_{epoch:03d}")
+                # Logged before the report: a crash in between repeats this epoch, and the step check keeps
+                # the repeat out of the curves; logging after could lose the epoch's point instead.
+                if progress["step"] not in logged_steps:
+                    logger.metrics(metrics, step=progress["step"])
+                    for path in plot_examples(translator, val, job.train.heatmap_examples, epoch, Path(plots)):
+                        logger.artifact(path, f"attention/epoch_{epoch:03d}")
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)  # [4]
-        if progress["bad_epochs"] >= job.train.patience:
-            break

@@ -1,46 +1,99 @@
-"""The driver side of training: a Ray Train `TorchTrainer` configured from the pipeline config."""
+"""The driver side of training: a Ray Train `TorchTrainer` configured from the pipeline config.
 
+Fault tolerance is configuration (Ray Train V2): `FailureConfig(max_failures)` restarts the worker group from
+the latest checkpoint when a worker or node dies, `CheckpointConfig` keeps the best k by the selection metric
+(Ray never deletes the latest one), and re-running with the same `RunConfig(name, storage_path)` resumes an
+interrupted run from its latest checkpoint. Ctrl-C or SIGTERM (Prefect's cancellation) aborts the run on the
+cluster, then raises `KeyboardInterrupt`; the checkpoints already written stay usable.
+"""
+
+import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 
 from training.config import ScalingSettings
 from training.loop import LoopConfig, train_loop_per_worker
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 def connect(scaling: ScalingSettings) -> None:
-    """Join `scaling.address` / RAY_ADDRESS if given; otherwise start a local cluster on this machine."""
+    """Join `scaling.address` / RAY_ADDRESS if given; otherwise start a new local cluster on this machine
+    ("local", never the auto-detected cluster of someone else's `ray start`)."""
     if ray.is_initialized():
         return
-    address = scaling.address or os.environ.get("RAY_ADDRESS")
+    address = scaling.address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, include_dashboard=False, log_to_driver=True,
              configure_logging=True, logging_level="WARNING")
 
 
-def fit(job: LoopConfig, data: dict[str, Any], scaling: ScalingSettings, name: str, storage_path: Path,
-        keep: int, max_failures: int = 0) -> dict[str, Any]:
-    """Train on the Ray cluster; returns the best checkpoint's local path and its metrics."""
+class _AbortingTrainer(TorchTrainer):
+    """Ray's own Ctrl-C handler aborts the run but then calls `sys.exit(0)`, which a pipeline would take for
+    success. This one aborts on SIGINT and SIGTERM alike, hands the signal to the previous handler (Prefect
+    turns SIGTERM into a cancelled flow run) and otherwise raises KeyboardInterrupt."""
+
+    def _register_sigint_handler(self, controller: Any) -> None:
+        previous = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            for s, handler in previous.items():  # a second signal takes the usual, immediate path
+                signal.signal(s, handler)
+            # abort() stops the workers and ends the controller actor, so its reply is an actor error
+            with contextlib.suppress(ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                ray.get(controller.abort.remote(), timeout=60)
+            handler = previous[signum]
+            if callable(handler) and handler is not signal.default_int_handler:
+                handler(signum, frame)
+            raise KeyboardInterrupt(f"training aborted by signal {signal.Signals(signum).name}")
+
+        for s in _STOP_SIGNALS:
+            signal.signal(s, stop)
+
+
+def fit(job: LoopConfig, data: dict[str, Any], scaling: ScalingSettings, name: str, storage_path: Path | str,
+        keep: int) -> dict[str, Any]:
+    """Train on the Ray cluster; returns the best checkpoint's path, its metrics and the last epoch's metrics.
+
+    `name` + `storage_path` identify the run: calling again with the same pair resumes it. On a multi-node
+    cluster `storage_path` must be shared (NFS mount, or s3://... / gs://... via pyarrow filesystems): workers
+    write checkpoints there and the driver reads the best one back.
+    """
     connect(scaling)
-    resources = {"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})}
-    trainer = TorchTrainer(
+    storage = str(storage_path) if "://" in str(storage_path) else str(Path(storage_path).resolve())
+    trainer = _AbortingTrainer(
         train_loop_per_worker,
-        # The corpus goes through the object store, so workers on other nodes need no shared disk.
+        # The encoded corpus (flat numpy arrays) goes through the object store: workers on the driver's node
+        # read it zero-copy, workers on other nodes receive it over the network, so no shared disk is needed.
         train_loop_config={"job": job.model_dump(), "data": ray.put(data)},
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                     resources_per_worker=resources),
+                                     resources_per_worker=scaling.resources),
         run_config=RunConfig(
             name=name,
-            storage_path=str(Path(storage_path).resolve()),
+            storage_path=storage,
             checkpoint_config=CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=job.select_metric,
                                                checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=max_failures),
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
         ),
     )
-    result = trainer.fit()
+    handlers = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
+    try:
+        result = trainer.fit()
+    finally:  # the abort handler only makes sense while this run is in flight
+        if threading.current_thread() is threading.main_thread():
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
+    if not result.best_checkpoints:
+        raise RuntimeError(f"Ray run {name!r} ended without a checkpoint (see {result.path})")
     best, metrics = max(result.best_checkpoints, key=lambda cm: cm[1][job.select_metric])
-    return {"checkpoint": best.path, "metrics": metrics, "last_metrics": result.metrics,
-            "storage": result.path}
+    # Evaluation and registration read files: fetch the checkpoint when it lives in cloud storage.
+    local = best.path if "://" not in storage else best.to_directory()
+    return {"checkpoint": local, "metrics": metrics, "last_metrics": result.metrics, "storage": result.path}
