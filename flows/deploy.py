@@ -5,12 +5,12 @@ Prefect server at PREFECT_API_URL, then runs each scheduled flow run in a subpro
 scheduled run retries its data and registration tasks (see flows/pipeline.py); a run that fails before
 registering leaves the champion alias where it was. For a work-pool setup instead, see prefect.yaml."""
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
 from data_prep.errors import ConfigError
 from flows.config import load_config
+from flows.provenance import git_commit
 
 
 def _check_server() -> str:
@@ -53,4 +53,4 @@ def serve(name: str, config_path: str, overrides: list[str] | None = None, cron:
     train_pipeline.serve(
         name=name, parameters={"config": config.model_dump(mode="json")},
         description=f"alignflow {Path(config_path).name}", tags=["alignflow"], limit=limit,
-        version=os.environ.get("ALIGNFLOW_VERSION"), **schedule)
+        version=git_commit()[:12], **schedule)

@@ -38,7 +38,7 @@ def test_flow_trains_on_ray_records_in_mlflow_and_registers_a_usable_model(ray_c
 
     # registered, champion (first version), and the logged model translates in a brand-new process
     assert summary["version"] == 1 and summary["champion"] is True
-    assert client.get_model_version_by_alias("tiny-dates", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("tiny-dates", "champion").version) == "1"
     text = "the 3rd of March 1998"
     expected = mlflow.pyfunc.load_model("models:/tiny-dates/1").predict([text])[0]
     fresh = run_cli("translate", "--model", "models:/tiny-dates/1", text)
