@@ -119,7 +119,7 @@ def register(config: PipelineConfig, manifest: dict[str, Any], checkpoint: str, 
     test = load_from_disk(manifest["encoded"])["test"]
     return registry.log_and_register(tracking_uri, run_id, checkpoint, manifest["src_tokenizer"],
                                      manifest["tgt_tokenizer"], config.tracking.model_name,
-                                     test_metrics["test_bleu"], registry.EvalSet(test["src"], test["tgt"]))
+                                     test_metrics["test_bleu"], registry.EvalSet(list(test["src"]), list(test["tgt"])))
 
 
 @flow(name="train-pipeline", log_prints=True)

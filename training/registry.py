@@ -37,6 +37,10 @@ class EvalSet:
     sources: list[str]
     references: list[str]
 
+    def __post_init__(self) -> None:  # plain lists: a datasets Column is not a list to a pyfunc's type hints
+        object.__setattr__(self, "sources", [str(s) for s in self.sources])
+        object.__setattr__(self, "references", [str(r) for r in self.references])
+
     @property
     def fingerprint(self) -> str:
         h = hashlib.sha256()
