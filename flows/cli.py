@@ -1,4 +1,4 @@
-"""`alignflow run` and `alignflow translate`. User errors print one line and exit 2, never a traceback."""
+"""`alignflow run`, `translate` and `deploy`. User errors print one line and exit 2, never a traceback."""
 
 import argparse
 import logging
@@ -51,6 +51,13 @@ def _translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    from flows.deploy import serve
+
+    serve(args.name, args.config, args.set, cron=args.cron, interval=args.interval, limit=args.limit)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignflow", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -64,6 +71,15 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
     tr.add_argument("text", nargs="*", help="sentences; read from stdin (one per line) when none are given")
     tr.set_defaults(func=_translate)
+    dep = sub.add_parser("deploy", help="serve train-pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)")
+    dep.add_argument("--name", required=True, help="deployment name (train-pipeline/NAME)")
+    dep.add_argument("--config", required=True, help="YAML config the scheduled runs use")
+    dep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    when = dep.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help="cron schedule, e.g. '0 3 * * *'")
+    when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
+    dep.add_argument("--limit", type=int, default=1, help="most flow runs at once (default 1)")
+    dep.set_defaults(func=_deploy)
     return p
 
 

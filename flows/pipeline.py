@@ -13,13 +13,18 @@ from datasets import load_from_disk
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
+from prefect.runtime import deployment
+from prefect.states import State
 
 from data_prep.errors import AlignflowError, ConfigError
 from data_prep.prepare import MANIFEST, fingerprint, prepare
+from flows import provenance
 from flows.config import PipelineConfig, flatten
 from training import registry, trainer
+from training.curves import log_learning_curves
 from training.data import load_encoded
 from training.loop import LoopConfig
 from training.metrics import score, signatures
@@ -57,10 +62,13 @@ def prepare_data(config: PipelineConfig) -> dict[str, Any]:
 def prepared(config: PipelineConfig) -> dict[str, Any]:
     """prepare_data, skipped (Prefect cache) while corpus and settings are unchanged; rerun with the cache
     refreshed when the cached result's files were deleted. `cached` says whether the task was skipped."""
-    state = prepare_data(config, return_state=True)
+    # Scheduled runs retry the data step (a Hub download, a shared disk); a manual run fails fast.
+    prep = (prepare_data.with_options(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_transient)
+            if deployment.id else prepare_data)
+    state = prep(config, return_state=True)
     manifest = state.result()
     if not (Path(manifest["dir"]) / MANIFEST).exists():
-        state = prepare_data.with_options(refresh_cache=True)(config, return_state=True)
+        state = prep.with_options(refresh_cache=True)(config, return_state=True)
         manifest = state.result()
     if state.name == "Cached":
         print(f"prepared data reused from the cache: {manifest['dir']}")
@@ -112,13 +120,14 @@ def start_run(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: st
         print(f"resuming MLflow run {previous.info.run_id} ({config.tracking.run_name!r}, was "
               f"{previous.info.status})")
         return previous.info.run_id
-    run_name = config.tracking.run_name or f"{config.data.source}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = client.create_run(exp_id, run_name=run_name, tags={
-        "corpus": config.data.source, "data_fingerprint": manifest["fingerprint"], RUN_NAME_TAG: run_name})
+    tags = provenance.run_tags(config, manifest["fingerprint"])
+    if config.tracking.run_name:  # a named run can be resumed by re-running with the same name
+        tags[RUN_NAME_TAG] = config.tracking.run_name
+    run = client.create_run(exp_id, run_name=provenance.run_name(config), tags=tags)
     mlflow.set_tracking_uri(tracking_uri)
     lineage = manifest.get("lineage", {})
     with mlflow.start_run(run_id=run.info.run_id):
-        mlflow.log_params(flatten(config))
+        mlflow.log_params(provenance.params(config))
         mlflow.log_params({f"data.size.{k}": v for k, v in manifest["splits"].items()})
         mlflow.log_metrics({f"data.dropped_too_long.{k}": v for k, v in manifest["dropped_too_long"].items()})
         mlflow.log_metrics({f"data.skipped_blank.{k}": v for k, v in manifest.get("skipped_blank", {}).items()})
@@ -135,7 +144,8 @@ def start_run(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: st
             mlflow.log_input(ds, context=split)
         mlflow.log_artifact(manifest["src_tokenizer"], "tokenizers")
         mlflow.log_artifact(manifest["tgt_tokenizer"], "tokenizers")
-        mlflow.log_dict(config.model_dump(mode="json"), "config.json")
+        mlflow.log_dict({**config.model_dump(mode="json"), "tracking": {
+            **config.tracking.model_dump(mode="json"), "uri": provenance.redact(config.tracking.uri)}}, "config.json")
         mlflow.set_tags(signatures())
     client.update_run(run.info.run_id, status="RUNNING")  # leaving the block above marked it FINISHED
     return run.info.run_id
@@ -181,12 +191,18 @@ def evaluate(config: PipelineConfig, manifest: dict[str, Any], checkpoint: str, 
     return metrics
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])  # network IO against the tracking server
+def _transient(task: Any, task_run: TaskRun, state: State) -> bool:
+    """Retry IO failures, not user errors: a bad file or setting fails the same way every time."""
+    return not isinstance(state.result(raise_on_failure=False), AlignflowError)
+
+
+@task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient)  # IO against the tracking server
 def register(config: PipelineConfig, manifest: dict[str, Any], checkpoint: str, tracking_uri: str, run_id: str,
-             test_metrics: dict[str, float], probe: str) -> dict[str, Any]:
+             test_metrics: dict[str, float]) -> dict[str, Any]:
+    test = load_from_disk(manifest["encoded"])["test"]
     return registry.log_and_register(tracking_uri, run_id, checkpoint, manifest["src_tokenizer"],
                                      manifest["tgt_tokenizer"], config.tracking.model_name,
-                                     test_metrics["test_bleu"], probe)
+                                     test_metrics["test_bleu"], registry.EvalSet(list(test["src"]), list(test["tgt"])))
 
 
 @flow(name="train-pipeline", log_prints=True)
@@ -194,20 +210,26 @@ def train_pipeline(config: PipelineConfig) -> dict[str, Any]:
     tracking_uri = resolve_tracking_uri(config.tracking.uri)
     manifest = prepared(config)
     run_id = start_run(config, manifest, tracking_uri)
+    client = MlflowClient(tracking_uri)
     try:
         trained = train(config, manifest, tracking_uri, run_id)
+        log_learning_curves(tracking_uri, run_id)
         test_metrics = evaluate(config, manifest, trained["checkpoint"], tracking_uri, run_id)
-        probe = load_from_disk(manifest["encoded"])["test"][0]["src"]
-        registered = register(config, manifest, trained["checkpoint"], tracking_uri, run_id, test_metrics, probe)
+        registered = register(config, manifest, trained["checkpoint"], tracking_uri, run_id, test_metrics)
     except BaseException as e:  # Ctrl-C and Prefect's cancellation are BaseExceptions: the run was killed
-        MlflowClient(tracking_uri).set_terminated(run_id, "FAILED" if isinstance(e, Exception) else "KILLED")
+        client.set_terminated(run_id, "FAILED" if isinstance(e, Exception) else "KILLED")
         raise
-    MlflowClient(tracking_uri).set_tag(run_id, COMPLETE_TAG, "true")
-    MlflowClient(tracking_uri).set_terminated(run_id)
-    summary = {"run_id": run_id, "tracking_uri": tracking_uri, **test_metrics, **registered,
+    client.set_tag(run_id, COMPLETE_TAG, "true")
+    client.set_terminated(run_id)
+    url = provenance.mlflow_run_url(tracking_uri, client.get_run(run_id).info.experiment_id, run_id)
+    summary = {"run_id": run_id, "tracking_uri": provenance.redact(tracking_uri), "mlflow_url": url,
+               **test_metrics, **registered,
                "best_val": {k: v for k, v in trained["metrics"].items() if k.startswith("val_")}}
     create_markdown_artifact(key="alignflow-run-summary", markdown=_summary_markdown(config, summary),
                              description="alignflow training run")
+    if url:
+        create_link_artifact(key="mlflow-run", link=url, link_text=f"MLflow run {run_id}",
+                             description="this run in the MLflow UI")
     print(json.dumps({k: summary[k] for k in ("run_id", "test_bleu", "test_exact_match", "version",
                                                "champion")}))
     return summary
@@ -215,7 +237,9 @@ def train_pipeline(config: PipelineConfig) -> dict[str, Any]:
 
 def _summary_markdown(config: PipelineConfig, s: dict[str, Any]) -> str:
     rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in s.items() if k.startswith("test_"))
-    return (f"# alignflow run `{s['run_id']}`\n\ncorpus: `{config.data.source}` · tracking: `{s['tracking_uri']}`"
+    run = f"[`{s['run_id']}`]({s['mlflow_url']})" if s["mlflow_url"] else f"`{s['run_id']}`"
+    return (f"# alignflow run {run}\n\ncorpus: `{config.data.source}` · tracking: `{s['tracking_uri']}`"
             f"\n\n| metric | value |\n|---|---|\n{rows}\n\nregistered `{config.tracking.model_name}` version "
-            f"{s['version']} ({'champion' if s['champion'] else 'challenger'}); "
+            f"{s['version']} ({'champion' if s['champion'] else 'challenger'}; champion test BLEU "
+            f"{s['champion_test_bleu']:.2f}, version {s['champion_version']}); "
             f"`{s['probe']}` → `{s['probe_translation']}`\n")

@@ -1,31 +1,62 @@
-"""Logging the pyfunc model, registering it, and moving the `champion` alias only when it is better."""
+"""Logging the pyfunc model, registering it, and the champion/challenger aliases.
 
+Every new version becomes `challenger`. It takes `champion` only if its test BLEU beats the champion's on the
+same test set: when the champion was scored on other data (a different corpus or split), the champion is
+loaded and scored again on this test set first. Both scores and the decision are version tags, so the
+registry page says why a version is or is not the champion. Aliases move only after the new model has been
+logged, loaded back and has translated, so a run that fails anywhere before that leaves them untouched."""
+
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 import data_prep
 import training
+from training.metrics import score
 from training.translator import MODEL_CONFIG, WEIGHTS
 
 PYFUNC = Path(__file__).with_name("pyfunc_model.py")
 CHAMPION, CHALLENGER = "champion", "challenger"
-SCORE_TAG = "test_bleu"
+SCORE_TAG, TEST_SET_TAG = "test_bleu", "test_set"
+CHAMPION_SCORE_TAG, DECISION_TAG = "champion_test_bleu", "decision"
 # Explicit requirements: MLflow would otherwise load the model in a subprocess to infer them.
 REQUIREMENTS = ["torch==2.13.0", "tokenizers>=0.23,<0.24", "safetensors", "pydantic>=2", "numpy",
                 "mlflow==3.17.2"]
 
 
+@dataclass(frozen=True)
+class EvalSet:
+    """The raw test sentences and references a version was scored on."""
+
+    sources: list[str]
+    references: list[str]
+
+    def __post_init__(self) -> None:  # plain lists: a datasets Column is not a list to a pyfunc's type hints
+        object.__setattr__(self, "sources", [str(s) for s in self.sources])
+        object.__setattr__(self, "references", [str(r) for r in self.references])
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for s, r in zip(self.sources, self.references, strict=True):
+            h.update(f"{s}\t{r}\n".encode())
+        return h.hexdigest()[:16]
+
+
 def log_and_register(tracking_uri: str, run_id: str, checkpoint: str, src_tokenizer: str, tgt_tokenizer: str,
-                     model_name: str, test_score: float, probe: str) -> dict[str, Any]:
+                     model_name: str, test_score: float, test_set: EvalSet) -> dict[str, Any]:
     """Logs the model in `run_id`, checks it loads and translates, registers it, and updates aliases."""
     mlflow.set_tracking_uri(tracking_uri)
     artifacts = {"weights": str(Path(checkpoint) / WEIGHTS), "model_config": str(Path(checkpoint) / MODEL_CONFIG),
                  "src_tokenizer": src_tokenizer, "tgt_tokenizer": tgt_tokenizer}
+    probe = test_set.sources[0]
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC), artifacts=artifacts,
@@ -35,21 +66,48 @@ def log_and_register(tracking_uri: str, run_id: str, checkpoint: str, src_tokeni
             signature=infer_signature([probe], ["translation"], params={"beam_size": 1}))
     # Round trip before registering: a model that cannot load and translate never gets a version.
     translation = mlflow.pyfunc.load_model(info.model_uri).predict([probe])
-    mv = mlflow.register_model(info.model_uri, model_name)
+    mv = mlflow.register_model(info.model_uri, model_name, tags={
+        SCORE_TAG: f"{test_score:.4f}", TEST_SET_TAG: test_set.fingerprint})
     client = MlflowClient(tracking_uri)
-    client.set_model_version_tag(model_name, mv.version, SCORE_TAG, f"{test_score:.4f}")
     client.set_registered_model_alias(model_name, CHALLENGER, mv.version)
-    promoted = promote_if_better(client, model_name, mv.version, test_score)
-    return {"model_uri": info.model_uri, "version": int(mv.version), "champion": promoted,
+    decision = promote_if_better(client, model_name, mv.version, test_score, test_set)
+    return {"model_uri": info.model_uri, "version": int(mv.version), "champion": decision["promoted"],
+            "champion_version": decision["champion_version"], "champion_test_bleu": decision["champion_score"],
             "probe": probe, "probe_translation": translation[0]}
 
 
-def promote_if_better(client: MlflowClient, name: str, version: str, score: float) -> bool:
+def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
     try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:  # no champion yet
-        current = None
-    if current is not None and float(current.tags.get(SCORE_TAG, "-inf")) >= score:
-        return False
-    client.set_registered_model_alias(name, CHAMPION, version)
-    return True
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no champion yet (or no such model)
+        return None
+
+
+def champion_score(client: MlflowClient, champion: ModelVersion, test_set: EvalSet) -> float:
+    """The champion's BLEU on `test_set`: its recorded score when it was scored on the same data, otherwise a
+    fresh evaluation of the registered model (loaded from code and safetensors, nothing unpickled)."""
+    if champion.tags.get(TEST_SET_TAG) == test_set.fingerprint and SCORE_TAG in champion.tags:
+        return float(champion.tags[SCORE_TAG])
+    model = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
+    return score(list(model.predict(test_set.sources)), test_set.references)["bleu"]
+
+
+def promote_if_better(client: MlflowClient, name: str, version: str, new_score: float,
+                      test_set: EvalSet) -> dict[str, Any]:
+    """Moves `champion` to `version` only if `new_score` beats the champion on the same test set; records both
+    scores and the decision on the new version."""
+    champion = current_champion(client, name)
+    if champion is None:
+        old, promoted, why = None, True, "first version"
+    else:
+        old = champion_score(client, champion, test_set)
+        promoted = new_score > old
+        why = (f"{new_score:.2f} {'>' if promoted else '<='} {old:.2f} of champion version {champion.version}"
+               " on the same test set")
+    client.set_model_version_tag(name, version, CHAMPION_SCORE_TAG, "none" if old is None else f"{old:.4f}")
+    client.set_model_version_tag(name, version, DECISION_TAG, ("promoted: " if promoted else "kept champion: ")
+                                 + why)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return {"promoted": promoted, "champion_version": int(version if promoted else champion.version),
+            "champion_score": new_score if promoted else old}

@@ -1,0 +1,45 @@
+"""Learning curves: the per-epoch metrics of one run, drawn from its MLflow history into one PNG artifact."""
+
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # workers and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+
+# (panel title, metrics drawn in it): losses share a scale, decoded scores share another.
+PANELS = (("loss (per target token)", ("train_loss", "val_loss")),
+          ("validation scores", ("val_bleu", "val_chrf", "val_exact_match")))
+
+
+def plot_learning_curves(history: dict[str, list[tuple[int, float]]], path: Path, title: str) -> Path:
+    """history: metric -> [(step, value)], steps being optimizer steps as logged."""
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(10, 3.6))
+    for ax, (label, keys) in zip(axes, PANELS, strict=True):
+        for key in keys:
+            points = sorted(history.get(key, []))
+            if points:
+                ax.plot([s for s, _ in points], [v for _, v in points], marker="o", label=key)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def log_learning_curves(tracking_uri: str, run_id: str, artifact: str = "learning_curves.png") -> None:
+    client = MlflowClient(tracking_uri)
+    keys = [k for _, ks in PANELS for k in ks]
+    history = {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in keys}
+    name = client.get_run(run_id).info.run_name or run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plot_learning_curves(history, Path(tmp) / artifact, name)
+        client.log_artifact(run_id, str(path))
