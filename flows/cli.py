@@ -97,14 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("alignflow: interrupted", file=sys.stderr)
         return 130
-    except BaseException as e:
-        from prefect.exceptions import TerminationSignal
-
-        if not isinstance(e, TerminationSignal):
-            raise
-        # SIGTERM, e.g. a cancelled Prefect flow run: training was aborted and the checkpoints kept
-        print("alignflow: terminated", file=sys.stderr)
-        return 128 + e.signal
 
 
 if __name__ == "__main__":

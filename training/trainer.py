@@ -31,14 +31,22 @@ def connect(scaling: ScalingSettings) -> None:
     if ray.is_initialized():
         return
     address = scaling.address or os.environ.get("RAY_ADDRESS") or "local"
+    on_term = signal.getsignal(signal.SIGTERM)
     ray.init(address=address, include_dashboard=False, log_to_driver=True,
              configure_logging=True, logging_level="WARNING")
+    # ray.init replaces the SIGTERM handler with a bare sys.exit; keep the host's (Prefect turns SIGTERM into
+    # a cancelled or crashed flow run), which the abort handler below calls after stopping the training.
+    if callable(on_term) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
 
 
 class _AbortingTrainer(TorchTrainer):
     """Ray's own Ctrl-C handler aborts the run but then calls `sys.exit(0)`, which a pipeline would take for
-    success. This one aborts on SIGINT and SIGTERM alike, hands the signal to the previous handler (Prefect
-    turns SIGTERM into a cancelled flow run) and otherwise raises KeyboardInterrupt."""
+    success. This one aborts on SIGINT and SIGTERM alike and raises KeyboardInterrupt; `fit` then hands a
+    SIGTERM to the previous handler (Prefect turns it into a cancelled or crashed flow run). Raising anything
+    else from inside `ray.get` ends up as a SystemError."""
+
+    stopped_by: int | None = None
 
     def _register_sigint_handler(self, controller: Any) -> None:
         previous = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
@@ -49,10 +57,8 @@ class _AbortingTrainer(TorchTrainer):
             # abort() stops the workers and ends the controller actor, so its reply is an actor error
             with contextlib.suppress(ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 ray.get(controller.abort.remote(), timeout=60)
-            handler = previous[signum]
-            if callable(handler) and handler is not signal.default_int_handler:
-                handler(signum, frame)
-            raise KeyboardInterrupt(f"training aborted by signal {signal.Signals(signum).name}")
+            self.stopped_by = signum
+            raise KeyboardInterrupt(f"training aborted by {signal.Signals(signum).name}")
 
         for s in _STOP_SIGNALS:
             signal.signal(s, stop)
@@ -87,6 +93,11 @@ def fit(job: LoopConfig, data: dict[str, Any], scaling: ScalingSettings, name: s
     handlers = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
     try:
         result = trainer.fit()
+    except KeyboardInterrupt:
+        on_term = handlers[signal.SIGTERM]
+        if trainer.stopped_by == signal.SIGTERM and callable(on_term):
+            on_term(signal.SIGTERM, None)
+        raise
     finally:  # the abort handler only makes sense while this run is in flight
         if threading.current_thread() is threading.main_thread():
             for s, handler in handlers.items():

@@ -241,8 +241,11 @@ def test_a_killed_pipeline_resumes_from_its_checkpoint_in_the_same_mlflow_run(tr
 
 # --- 4. Ctrl-C, or SIGTERM as when Prefect cancels a flow run ------------------------------------------------
 
-@pytest.mark.parametrize(("signum", "code", "message"), [(signal.SIGINT, 130, "alignflow: interrupted"),
-                                                         (signal.SIGTERM, 143, "alignflow: terminated")])
+@pytest.mark.parametrize(("signum", "code", "message"), [
+    (signal.SIGINT, 130, "alignflow: interrupted"),
+    # Prefect records the crash, then lets the process end by the signal itself, as a terminated process should
+    (signal.SIGTERM, -signal.SIGTERM, "Execution was aborted by a termination signal"),
+])
 def test_ctrl_c_or_sigterm_stops_the_training_job_and_leaves_a_usable_checkpoint(
         signum, code, message, tracking_uri, tiny_overrides, tmp_path):
     args = [f"--set={o}" for o in [*tiny_overrides, *SMALL, "train.epochs=6", "tracking.run_name=cancelled"]]
