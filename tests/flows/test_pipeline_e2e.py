@@ -63,8 +63,17 @@ def test_translate_with_an_unknown_model_is_one_line(tracking_uri):
 
 
 def test_bad_data_inside_the_flow_is_one_error_line_without_traceback(tmp_path, monkeypatch):
+    # A corpus whose directory and files exist (so the CLI's quick pre-check passes) but whose sides disagree:
+    # the error is found inside the flow's prepare_data task.
     monkeypatch.chdir(tmp_path)
-    result = run_cli("run", "--set", "data.source=no/such-corpus", "--set", f"work_dir={tmp_path}", timeout=180)
-    assert result.returncode == 2
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "validation", "test"):
+        (corpus / f"{split}.src").write_text("ein haus\nzwei\n", encoding="utf-8")
+        (corpus / f"{split}.tgt").write_text("a house\n", encoding="utf-8")
+    result = run_cli("run", "--set", f"data.source={corpus}", "--set", "data.src_lang=src", "--set",
+                     "data.tgt_lang=tgt", "--set", f"work_dir={tmp_path}", timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-2].startswith("alignflow: error: data.source")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("alignflow: error:")]
+    assert len(errors) == 1 and "train.src" in errors[0], result.stderr[-2000:]

@@ -4,6 +4,7 @@ process killed and resumed, and Ctrl-C. Each test trains a tiny model for a few 
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,54 +118,54 @@ def _assert_no_duplicated_steps(client: MlflowClient, run_id: str) -> None:
 # --- 1. two nodes -----------------------------------------------------------------------------------------
 
 @pytest.fixture
-def two_node_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """A real two-node cluster (1 CPU each) on this machine; the session's local cluster is restored after."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    had_session_cluster = ray.is_initialized()
-    ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+def two_node_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real two-node cluster (1 CPU each) on this machine, in its own process group; yields its address."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # head, nodes and driver must agree
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("two_node_cluster.py"))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="WARNING")
-        yield cluster
+        address = proc.stdout.readline().strip()
+        assert address, "the two-node cluster did not start"
+        yield address
     finally:
-        ray.shutdown()
-        cluster.shutdown()
-        if had_session_cluster:
-            ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc)
 
 
 def test_workers_are_placed_on_both_nodes_and_a_model_is_registered(two_node_cluster, tracking_uri,
-                                                                     tiny_overrides):
-    import ray
+                                                                     tiny_overrides, tmp_path):
+    args = [f"--set={o}" for o in [*tiny_overrides, *SMALL, "train.epochs=2"]]
+    proc = _start_cli(args, tmp_path / "cli.log", {"RAY_ADDRESS": two_node_cluster})
+    try:
+        assert proc.wait(timeout=900) == 0, (tmp_path / "cli.log").read_text()[-3000:]
+    finally:
+        _kill_tree(proc)
 
-    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-    assert len(nodes) == 2
-    summary = train_pipeline(load_config(None, [*tiny_overrides, *SMALL, "train.epochs=2"]))
-
-    run = MlflowClient(tracking_uri).get_run(summary["run_id"])
+    client = MlflowClient(tracking_uri)
+    [run] = client.search_runs(client.get_experiment_by_name("alignflow").experiment_id)
     placed = json.loads(run.data.tags["ray.worker_nodes"])  # node id of each rank, gathered by the workers
-    assert len(placed) == 2 and set(placed) == nodes
-    assert run.info.status == "FINISHED" and summary["version"] == 1
-    assert MlflowClient(tracking_uri).get_registered_model("tiny-dates").aliases["champion"] in ("1", 1)
+    assert len(placed) == 2 and len(set(placed)) == 2  # one worker on each node
+    assert run.info.status == "FINISHED"
+    assert str(client.get_registered_model("tiny-dates").aliases["champion"]) == "1"
 
 
 # --- 2. a worker killed mid-epoch ---------------------------------------------------------------------------
 
 def test_a_worker_killed_mid_epoch_recovers_from_the_last_checkpoint(ray_cluster, tracking_uri, tiny_overrides,
                                                                      tmp_path):
-    killed: list[tuple[int, int]] = []  # (pid, checkpointed epoch when killed)
+    killed: list[tuple[int, int, int]] = []  # (pid, checkpointed epoch before / at the kill)
 
     def kill_a_worker_during_epoch_2() -> None:
         epoch = _wait_for(lambda: _registered_epoch(tmp_path / "work" / "ray"), 420, "the first checkpoint")
         time.sleep(1.0)  # into the next epoch, past its first batches
         pid = _wait_for(lambda: _train_workers(os.getpid())[-1:], 30, "a training worker")[0]
+        at_kill = _registered_epoch(tmp_path / "work" / "ray") or epoch
         os.kill(pid, signal.SIGKILL)
-        killed.append((pid, epoch))
+        killed.append((pid, epoch, at_kill))
 
     killer = threading.Thread(target=kill_a_worker_during_epoch_2, daemon=True)
     killer.start()
@@ -172,8 +173,8 @@ def test_a_worker_killed_mid_epoch_recovers_from_the_last_checkpoint(ray_cluster
     killer.join(timeout=5)
 
     assert killed, "no worker was killed"
-    pid, checkpointed = killed[0]
-    assert checkpointed < 3, "killed after training had finished"
+    pid, checkpointed, at_kill = killed[0]
+    assert at_kill < 3, "killed after training had finished"
     client = MlflowClient(tracking_uri)
     assert summary["version"] == 1 and client.get_run(summary["run_id"]).info.status == "FINISHED"
     # every epoch logged once, at increasing global steps; the epochs after the kill ran in a new worker
@@ -182,15 +183,17 @@ def test_a_worker_killed_mid_epoch_recovers_from_the_last_checkpoint(ray_cluster
     assert [e for _, e in epochs] == [1.0, 2.0, 3.0]
     starts = dict(zip((e for _, e in epochs), (s for _, s in _epoch_history(client, summary["run_id"],
                                                                              "start_epoch")), strict=True))
-    assert starts[1.0] == 1.0 and starts[3.0] == checkpointed + 1
+    # the restarted group began right after the last registered checkpoint (on a fast machine another epoch
+    # may be checkpointed between looking and killing, hence either of the two readings)
+    assert starts[1.0] == 1.0 and starts[3.0] - 1 in {checkpointed, at_kill} and starts[3.0] > 1
     _assert_no_duplicated_steps(client, summary["run_id"])
 
 
 # --- 3. the pipeline process killed, then re-run with the same run name -------------------------------------
 
-def _start_cli(args: list[str], log: Path) -> subprocess.Popen:
+def _start_cli(args: list[str], log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     # Its own session, so the test can clean up exactly that process tree (its Ray cluster included).
-    env = {**os.environ, "PYTHONPATH": str(REPO), **PATIENT_PREFECT}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **PATIENT_PREFECT, **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *args], stdout=log.open("w"),
                             stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env, start_new_session=True)
 
@@ -226,7 +229,12 @@ def test_a_killed_pipeline_resumes_from_its_checkpoint_in_the_same_mlflow_run(tr
     finally:
         _kill_tree(second)
     out = (tmp_path / "second.log").read_text()
-    assert f"resuming at epoch {checkpointed + 1}" in out, out[-3000:]
+    resumed = re.search(r"resuming at epoch (\d+)", out)
+    assert resumed, out[-3000:]
+    start = int(resumed[1])
+    # From the checkpoint Ray had registered when the driver died, or from one written a moment later, before the
+    # rest of the process group was killed -- never from scratch.
+    assert start - 1 in {checkpointed, checkpointed + 1} and 1 < start <= 3
 
     runs = client.search_runs([killed_run.info.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = 'resumable'")
     assert [r.info.run_id for r in runs] == [killed_run.info.run_id]  # the same run, no duplicate
@@ -234,7 +242,7 @@ def test_a_killed_pipeline_resumes_from_its_checkpoint_in_the_same_mlflow_run(tr
     epochs = _epoch_history(client, killed_run.info.run_id)
     starts = [s for _, s in _epoch_history(client, killed_run.info.run_id, "start_epoch")]
     assert [e for _, e in epochs] == [1.0, 2.0, 3.0]
-    assert starts == [1.0] * checkpointed + [float(checkpointed + 1)] * (3 - checkpointed)
+    assert starts[0] == 1.0 and starts[-1] == float(start)
     _assert_no_duplicated_steps(client, killed_run.info.run_id)
     assert client.get_model_version("tiny-dates", "1").run_id == killed_run.info.run_id
 
