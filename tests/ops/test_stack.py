@@ -157,6 +157,7 @@ def runs(stack: Stack, mlflow_env: dict[str, str], tmp_path_factory: pytest.Temp
             artifacts = prefect.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first.id])))
         mlflow_runs = {"first": first_mlflow}
+        ARTIFACTS.mkdir(exist_ok=True)  # a fresh clone has none yet
         for name, values in (("worse", WORSE), ("better", BETTER)):
             overrides = [f"{k}={v}" for k, v in {**values, "work_dir": str(tmp / "work")}.items()]
             done = subprocess.run([sys.executable, "-m", "flows.cli", "run", *[f"--set={o}" for o in overrides]],
