@@ -1,27 +1,23 @@
 """Data-preparation throughput on Multi30k (de->en): sentence pairs per second for BPE tokenizer training and
 for encoding the training split with batched Dataset.map in 1 process (the baseline) and in 2.
 
-    .venv/bin/python benchmarks/data_prep.py [--data ../shared/data/multi30k] [--repeat 3] [--vocab 8000]
+    .venv/bin/python benchmarks/prep_speed.py [--data ../shared/data/multi30k] [--repeat 3] [--vocab 8000]
 
 Each figure is the best of --repeat runs (least disturbed by other work on the machine)."""
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-# Run as a script, this file's directory comes first on sys.path and its name would shadow the data_prep package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # the library's own threads, as in a real run
 
-import datasets  # noqa: E402
+import datasets
 
-from data_prep.config import DataConfig, SplitNames, TokenizerConfig  # noqa: E402
-from data_prep.sources import load_corpus  # noqa: E402
-from data_prep.tokenize import encode_corpus, train_tokenizers  # noqa: E402
+from data_prep.config import DataConfig, SplitNames, TokenizerConfig
+from data_prep.sources import load_corpus
+from data_prep.tokenize import encode_corpus, train_tokenizers
 
 REPO = Path(__file__).resolve().parents[1]
 
