@@ -39,8 +39,11 @@ class Translator:
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [[*e.ids, EOS_ID] for e in self.src_tok.encode_batch(texts, add_special_tokens=False)]
 
-    def translate_ids(self, sources: list[list[int]]) -> tuple[list[list[int]], list[np.ndarray]]:
-        """Source ids (each ending in EOS) -> output ids (no EOS) and attention (len(out)+1, len(src)) each."""
+    def translate_ids(self, sources: list[list[int]], beam_size: int | None = None
+                      ) -> tuple[list[list[int]], list[np.ndarray]]:
+        """Source ids (each ending in EOS) -> output ids (no EOS) and attention (len(out)+1, len(src)) each.
+        beam_size overrides the translator's for this call only (1 = greedy)."""
+        beam = beam_size or self.beam_size
         outs: list[list[int]] = [[] for _ in sources]
         attns: list[np.ndarray] = [np.zeros((0, 0))] * len(sources)
         order = sorted(range(len(sources)), key=lambda k: len(sources[k]))  # similar lengths batch together
@@ -53,11 +56,11 @@ class Translator:
                 x[b, : len(sources[k])] = torch.tensor(sources[k])
             x_len = torch.tensor([len(sources[k]) for k in idx])
             max_len = max_output_len(x_len, self.max_output_ratio)
-            if self.beam_size == 1:
+            if beam == 1:
                 ys, a = greedy(self.model, x.to(device), x_len, max_len)
                 best = [(strip(ys[b].tolist()), a[b]) for b in range(len(idx))]
             else:
-                nbest = beam_search(self.model, x.to(device), x_len, self.beam_size, max_len, self.length_penalty)
+                nbest = beam_search(self.model, x.to(device), x_len, beam, max_len, self.length_penalty)
                 best = [(hyps[0].ids, hyps[0].attention) for hyps in nbest]
             for (ids, a_b), k in zip(best, idx, strict=True):
                 outs[k] = ids
@@ -68,7 +71,5 @@ class Translator:
         return self.tgt_tok.decode(ids, skip_special_tokens=True)
 
     def translate(self, texts: list[str], beam_size: int | None = None) -> list[str]:
-        if beam_size is not None and beam_size != self.beam_size:
-            self.beam_size = beam_size
-        outs, _ = self.translate_ids(self.encode(texts))
+        outs, _ = self.translate_ids(self.encode(texts), beam_size)
         return [self.decode(o) for o in outs]
