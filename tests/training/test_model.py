@@ -69,3 +69,34 @@ def test_tiny_batch_overfits():
         (loss / n).backward()
         opt.step()
     assert (loss / n).item() < 0.05
+
+
+def test_a_sentence_loss_does_not_depend_on_its_batch_mates():
+    # The teacher-forced loop runs on unfinished sentences only; the summed loss of a batch must equal the sum
+    # of each sentence's loss alone, whatever the target lengths and their order in the batch.
+    torch.manual_seed(0)
+    model = Seq2Seq(CFG, 13, 17, PAD_ID).eval()
+    x, x_len = _batch([4, 9, 6, 2])
+    tgt_len = [3, 1, 6, 4]
+    y_in = torch.full((4, 7), PAD_ID, dtype=torch.long)
+    y_out = torch.full((4, 7), PAD_ID, dtype=torch.long)
+    for b, L in enumerate(tgt_len):
+        y = torch.randint(4, 17, (L,))
+        y_in[b, : L + 1] = torch.cat([torch.tensor([2]), y])
+        y_out[b, : L + 1] = torch.cat([y, torch.tensor([3])])
+    loss, n = model(x, x_len, y_in, y_out)
+    alone = [model(x[b : b + 1, : x_len[b]], x_len[b : b + 1], y_in[b : b + 1, : L + 1], y_out[b : b + 1, : L + 1])
+             for b, L in enumerate(tgt_len)]
+    assert int(n) == sum(tgt_len) + 4
+    torch.testing.assert_close(loss, sum(a for a, _ in alone))
+
+
+def test_dropout_keeps_the_expected_value_and_is_off_in_eval():
+    from training.model import Dropout
+
+    torch.manual_seed(0)
+    drop, x = Dropout(0.3), torch.ones(200_000)
+    y = drop(x)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.01
+    assert abs(y.mean().item() - 1.0) < 0.02
+    assert torch.equal(drop.eval()(x), x)
