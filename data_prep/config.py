@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 
 class _Section(BaseModel):
@@ -48,8 +48,16 @@ class DataConfig(_Section):
 class TokenizerConfig(_Section):
     kind: Literal["auto", "char", "bpe"] = "auto"  # auto: char for the dates corpus, bpe for real text
     vocab_size: PositiveInt = 8000  # bpe only; per side unless joint
+    # The target vocabulary sizes the output softmax, the largest layer of the model: it may be set smaller.
+    tgt_vocab_size: PositiveInt | None = None  # bpe only, not with joint; default: vocab_size
     min_frequency: PositiveInt = 2  # bpe only: merges seen fewer times are not learned
     joint: bool = False  # one vocabulary for both sides (bpe)
     lowercase: bool = False
     normalization: Literal["NFC", "NFKC", "none"] = "NFC"
     num_proc: PositiveInt = 1  # processes for Dataset.map encoding
+
+    @model_validator(mode="after")
+    def _one_size_when_joint(self) -> "TokenizerConfig":
+        if self.joint and self.tgt_vocab_size is not None:
+            raise ValueError("tgt_vocab_size needs joint: false (a joint vocabulary has one size, vocab_size)")
+        return self

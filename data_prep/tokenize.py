@@ -25,7 +25,7 @@ def resolved_kind(cfg: TokenizerConfig, source_format: str) -> str:
     return "char" if source_format == "dates" else "bpe"
 
 
-def new_tokenizer(cfg: TokenizerConfig, kind: str) -> tuple[Tokenizer, trainers.Trainer]:
+def new_tokenizer(cfg: TokenizerConfig, kind: str, vocab_size: int | None = None) -> tuple[Tokenizer, trainers.Trainer]:
     if kind == "char":
         # Every character is a token; Fuse() joins them back without spaces.
         tok = Tokenizer(models.WordLevel(unk_token=UNK))
@@ -38,7 +38,7 @@ def new_tokenizer(cfg: TokenizerConfig, kind: str) -> tuple[Tokenizer, trainers.
         tok = Tokenizer(models.BPE(unk_token=UNK))
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
         tok.decoder = decoders.Metaspace()
-        trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size or cfg.vocab_size, min_frequency=cfg.min_frequency,
                                       special_tokens=SPECIALS)
     normalizer = _normalizer(cfg)
     if normalizer is not None:
@@ -62,7 +62,7 @@ def train_tokenizers(corpus: DatasetDict, cfg: TokenizerConfig, source_format: s
         return tok, tok
     src_tok, src_trainer = new_tokenizer(cfg, kind)
     src_tok.train_from_iterator(_batches(src), trainer=src_trainer, length=len(src))
-    tgt_tok, tgt_trainer = new_tokenizer(cfg, kind)
+    tgt_tok, tgt_trainer = new_tokenizer(cfg, kind, cfg.tgt_vocab_size)
     tgt_tok.train_from_iterator(_batches(tgt), trainer=tgt_trainer, length=len(tgt))
     return src_tok, tgt_tok
 

@@ -157,7 +157,8 @@ def train(config: PipelineConfig, manifest: dict[str, Any], tracking_uri: str, r
         model=config.model, train=config.train, select_metric=config.tracking.select_metric,
         src_tokenizer=Path(manifest["src_tokenizer"]).read_text(),
         tgt_tokenizer=Path(manifest["tgt_tokenizer"]).read_text(),
-        threads=config.scaling.threads, tracking_uri=tracking_uri, run_id=run_id)
+        threads=config.scaling.threads, grad_compression=config.scaling.grad_compression,
+        tracking_uri=tracking_uri, run_id=run_id)
     splits = load_encoded(manifest["encoded"])
     refs = load_from_disk(manifest["encoded"])["validation"]["tgt"]
     data = {"train": splits["train"], "validation": splits["validation"], "val_refs": refs}

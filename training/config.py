@@ -30,6 +30,9 @@ class ModelConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: PositiveInt = 4
+    max_minutes: PositiveFloat | None = Field(
+        None, description="wall-clock budget for training (steps and per-epoch validation); when it runs out, "
+                          "the epoch in progress ends early and is validated and checkpointed as the last one")
     batch_tokens: PositiveInt = Field(
         4096, description="global token budget per step (padded source+target), split across workers")
     lr: PositiveFloat = 2e-3
@@ -39,7 +42,10 @@ class TrainConfig(_Section):
     patience: PositiveInt = Field(3, description="stop after this many epochs without a better val BLEU")
     seed: int = 42
     max_output_ratio: PositiveFloat = Field(1.5, description="decode at most ratio * source length + 5 tokens")
-    beam_size: PositiveInt = 1  # for validation and test decoding (1 = greedy)
+    beam_size: PositiveInt = 1  # for test decoding, and validation unless val_beam_size is set (1 = greedy)
+    val_beam_size: PositiveInt | None = Field(
+        None, description="beam for the per-epoch validation decode; 1 (greedy) saves training time; null = beam_size")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="training loss only; validation reports NLL")
     length_penalty: float = Field(1.0, ge=0.0, description="GNMT length penalty alpha for beam search")
     heatmap_examples: NonNegativeInt = 3  # fixed validation sentences plotted each epoch
 
@@ -63,6 +69,9 @@ class ScalingSettings(_Section):
                           "(an NFS mount, s3://bucket/prefix, gs://...); default: work_dir/ray")
     max_failures: NonNegativeInt = Field(
         2, description="restarts of the worker group from the latest checkpoint after a worker or node dies")
+    grad_compression: Literal["none", "fp16"] = Field(
+        "none", description="all-reduce gradients in fp16 (PyTorch's DDP fp16_compress_hook): half the bytes; "
+                            "helps where the all-reduce, not compute, limits (CPU workers, slow interconnects)")
 
     @field_validator("resources_per_worker")
     @classmethod

@@ -15,7 +15,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import ray
@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from data_prep.specials import EOS_ID
 from training.batching import global_batches, worker_slice
@@ -51,6 +52,7 @@ class LoopConfig(BaseModel):
     src_tokenizer: str  # tokenizer JSON, so workers need no shared disk
     tgt_tokenizer: str
     threads: int  # torch intra-op threads per worker
+    grad_compression: Literal["none", "fp16"] = "none"
     tracking_uri: str
     run_id: str
 
@@ -121,12 +123,19 @@ def plot_examples(translator: Translator, val: EncodedSplit, k: int, epoch: int,
     return paths
 
 
+def compress_gradients(model: nn.Module, how: str) -> None:
+    """Registers PyTorch's fp16 DDP comm hook: gradients are all-reduced in half precision, then cast back."""
+    if how == "fp16" and isinstance(model, nn.parallel.DistributedDataParallel):
+        model.register_comm_hook(None, default_hooks.fp16_compress_hook)
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, train: EncodedSplit, batch: np.ndarray,
-               rank: int, world: int, device: torch.device, clip_norm: float) -> tuple[float, int]:
+               rank: int, world: int, device: torch.device, clip_norm: float, label_smoothing: float = 0.0
+               ) -> tuple[float, int]:
     """One optimizer step on this worker's slice of a global batch -> (summed NLL, target tokens) of the slice."""
     global_tokens = int(train.tgt_len[batch].sum()) + len(batch)  # + EOS per sentence
     x, x_len, y_in, y_out = collate(train, worker_slice(batch, rank, world).tolist(), device)
-    loss, n = model(x, x_len, y_in, y_out)
+    loss, n = model(x, x_len, y_in, y_out, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     # DDP averages gradients over workers; scaling by world/global_tokens makes the result the exact
     # per-token mean over the global batch, whatever the number of workers.
@@ -151,7 +160,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=job.train.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=job.train.lr_decay, patience=job.train.lr_patience)
-    progress = {"epoch": 0, "step": 0, "best": -math.inf, "bad_epochs": 0}
+    progress = {"epoch": 0, "step": 0, "best": -math.inf, "bad_epochs": 0, "seconds": 0.0}
     torch.manual_seed(job.train.seed + 1 + rank)  # distinct dropout masks per rank
 
     checkpoint = ray.train.get_checkpoint()  # [2] set when Ray restarts the group or the run is resumed
@@ -166,6 +175,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 _set_rng_state(state["rng"][rank], device)
     start_epoch = progress["epoch"] + 1
     model = ray.train.torch.prepare_model(model)  # [3] moves to the device and wraps in DDP
+    compress_gradients(model, job.grad_compression)
     node_ids = _gather([ray.get_runtime_context().get_node_id()])
     logger, logged_steps = None, set()
     if rank == 0:
@@ -175,21 +185,33 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if checkpoint:
             print(f"resuming at epoch {start_epoch} (global step {progress['step']}) on {world} workers")
 
-    while progress["epoch"] < job.train.epochs and progress["bad_epochs"] < job.train.patience:
+    # Seconds spent training so far, across resumes; the budget includes validation (it is wall-clock time).
+    budget = job.train.max_minutes * 60 if job.train.max_minutes else math.inf
+    progress.setdefault("seconds", 0.0)
+    validation_s = 0.0  # the last validation's duration, reserved so that the budget also covers the next one
+    while (progress["epoch"] < job.train.epochs and progress["bad_epochs"] < job.train.patience
+           and progress["seconds"] < budget):
         epoch = progress["epoch"] + 1
         model.train()
         batches = global_batches(train.src_len, train.tgt_len, job.train.batch_tokens, job.train.seed, epoch,
                                  min_size=world)
         t0, loss_sum, tokens = time.perf_counter(), 0.0, 0.0
         for batch in batches:
-            loss, n = train_step(model, optimizer, train, batch, rank, world, device, job.train.clip_norm)
+            loss, n = train_step(model, optimizer, train, batch, rank, world, device, job.train.clip_norm,
+                                 job.train.label_smoothing)
             progress["step"] += 1
             loss_sum, tokens = loss_sum + loss, tokens + n
+            # Every rank must stop at the same step: take the slowest rank's clock.
+            if budget < math.inf and progress["seconds"] + validation_s + _allreduce(
+                    [time.perf_counter() - t0], dist.ReduceOp.MAX)[0] >= budget:
+                break
         [elapsed] = _allreduce([time.perf_counter() - t0], dist.ReduceOp.MAX)  # the group is as slow as its slowest
+        t_val = time.perf_counter()
         loss_sum, tokens = _allreduce([loss_sum, tokens])
         net = _unwrap(model)
         translator = Translator(net, src_tok, tgt_tok, job.train.max_output_ratio,
-                                beam_size=job.train.beam_size, length_penalty=job.train.length_penalty)
+                                beam_size=job.train.val_beam_size or job.train.beam_size,
+                                length_penalty=job.train.length_penalty)
         metrics = {"epoch": epoch, "start_epoch": start_epoch, "train_loss": loss_sum / max(1.0, tokens),
                    "train_tokens_per_s": tokens / elapsed, "lr": optimizer.param_groups[0]["lr"],
                    **validate(net, translator, val, val_refs, rank, world, device)}
@@ -199,6 +221,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         else:
             progress["bad_epochs"] += 1
         progress["epoch"] = epoch
+        [validation_s] = _allreduce([time.perf_counter() - t_val], dist.ReduceOp.MAX)
+        progress["seconds"] += elapsed + validation_s
+        metrics["train_minutes"] = progress["seconds"] / 60  # for curves by wall-clock time
+        t_ckpt = time.perf_counter()
         rng = _gather([_rng_state(device)])  # collective: every rank takes part
 
         with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as plots:
@@ -218,3 +244,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         logger.artifact(path, f"attention/epoch_{epoch:03d}")
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)  # [4]
+        progress["seconds"] += time.perf_counter() - t_ckpt  # checkpointing counts against the budget too
