@@ -30,7 +30,7 @@ system-deps:
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=15
 
 clean:
 	rm -rf $(VENV) alignflow-work mlflow.db mlartifacts

@@ -183,6 +183,9 @@ def evaluate(config: PipelineConfig, manifest: dict[str, Any], checkpoint: str, 
     test = load_from_disk(manifest["encoded"])["test"]
     hyps = translator.translate(test["src"])
     metrics = {f"test_{k}": v for k, v in score(hyps, test["tgt"]).items()}
+    if config.train.beam_size > 1:  # greedy too: what beam search adds, and the figure peers usually quote
+        greedy = translator.translate(test["src"], beam_size=1)
+        metrics |= {f"test_greedy_{k}": v for k, v in score(greedy, test["tgt"]).items()}
     MlflowClient(tracking_uri).log_batch(run_id, metrics=[
         mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()])
     mlflow.set_tracking_uri(tracking_uri)

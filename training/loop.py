@@ -129,19 +129,32 @@ def compress_gradients(model: nn.Module, how: str) -> None:
         model.register_comm_hook(None, default_hooks.fp16_compress_hook)
 
 
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, train: EncodedSplit, batch: np.ndarray,
-               rank: int, world: int, device: torch.device, clip_norm: float, label_smoothing: float = 0.0
-               ) -> tuple[float, int]:
-    """One optimizer step on this worker's slice of a global batch -> (summed NLL, target tokens) of the slice."""
+               rank: int, world: int, device: torch.device, clip_norm: float, label_smoothing: float = 0.0,
+               precision: str = "fp32", scaler: torch.amp.GradScaler | None = None) -> tuple[float, int]:
+    """One optimizer step on this worker's slice of a global batch -> (summed loss, target tokens) of the slice.
+    With precision fp16, pass a GradScaler: it keeps small fp16 gradients from underflowing."""
     global_tokens = int(train.tgt_len[batch].sum()) + len(batch)  # + EOS per sentence
     x, x_len, y_in, y_out = collate(train, worker_slice(batch, rank, world).tolist(), device)
-    loss, n = model(x, x_len, y_in, y_out, label_smoothing)
+    with torch.autocast(device.type, dtype=AUTOCAST.get(precision), enabled=precision in AUTOCAST):
+        loss, n = model(x, x_len, y_in, y_out, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     # DDP averages gradients over workers; scaling by world/global_tokens makes the result the exact
     # per-token mean over the global batch, whatever the number of workers.
-    (loss * world / global_tokens).backward()
-    nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-    optimizer.step()
+    objective = loss.float() * world / global_tokens
+    if scaler is None:
+        objective.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
+    else:
+        scaler.scale(objective).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients
+        nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        scaler.step(optimizer)  # skipped when the gradients overflowed
+        scaler.update()
     return loss.item(), int(n)
 
 
@@ -157,7 +170,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     src_tok, tgt_tok = Tokenizer.from_str(job.src_tokenizer), Tokenizer.from_str(job.tgt_tokenizer)
     model = build_model(job.model, src_tok, tgt_tok)
+    if job.train.compile:  # the per-token loop body; shapes vary by batch, hence dynamic
+        model.decoder.step = torch.compile(model.decoder.step, dynamic=True)  # type: ignore[method-assign]
     optimizer = torch.optim.Adam(model.parameters(), lr=job.train.lr)
+    scaler = torch.amp.GradScaler(device.type) if job.train.precision == "fp16" else None
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=job.train.lr_decay, patience=job.train.lr_patience)
     progress = {"epoch": 0, "step": 0, "best": -math.inf, "bad_epochs": 0, "seconds": 0.0}
@@ -188,7 +204,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Seconds spent training so far, across resumes; the budget includes validation (it is wall-clock time).
     budget = job.train.max_minutes * 60 if job.train.max_minutes else math.inf
     progress.setdefault("seconds", 0.0)
-    validation_s = 0.0  # the last validation's duration, reserved so that the budget also covers the next one
+    # The last epoch's validation + checkpoint time, reserved so that the budget also covers the next ones.
+    reserve = 0.0
     while (progress["epoch"] < job.train.epochs and progress["bad_epochs"] < job.train.patience
            and progress["seconds"] < budget):
         epoch = progress["epoch"] + 1
@@ -198,11 +215,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         t0, loss_sum, tokens = time.perf_counter(), 0.0, 0.0
         for batch in batches:
             loss, n = train_step(model, optimizer, train, batch, rank, world, device, job.train.clip_norm,
-                                 job.train.label_smoothing)
+                                 job.train.label_smoothing, job.train.precision, scaler)
             progress["step"] += 1
             loss_sum, tokens = loss_sum + loss, tokens + n
             # Every rank must stop at the same step: take the slowest rank's clock.
-            if budget < math.inf and progress["seconds"] + validation_s + _allreduce(
+            if budget < math.inf and progress["seconds"] + reserve + _allreduce(
                     [time.perf_counter() - t0], dist.ReduceOp.MAX)[0] >= budget:
                 break
         [elapsed] = _allreduce([time.perf_counter() - t0], dist.ReduceOp.MAX)  # the group is as slow as its slowest
@@ -244,4 +261,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         logger.artifact(path, f"attention/epoch_{epoch:03d}")
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)  # [4]
-        progress["seconds"] += time.perf_counter() - t_ckpt  # checkpointing counts against the budget too
+        checkpoint_s = time.perf_counter() - t_ckpt
+        progress["seconds"] += checkpoint_s  # checkpointing counts against the budget too
+        reserve = validation_s + checkpoint_s
