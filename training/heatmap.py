@@ -18,6 +18,11 @@ def plot_attention(src_tokens: list[str], tgt_tokens: list[str], a: np.ndarray, 
     ax.set_xlabel("source h_j")
     ax.set_ylabel("output y_i")
     ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """PNG at a size MLflow's artifact viewer shows whole; closes the figure (workers draw many)."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
