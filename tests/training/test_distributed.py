@@ -156,7 +156,7 @@ def test_workers_are_placed_on_both_nodes_and_a_model_is_registered(two_node_clu
 # --- 2. a worker killed mid-epoch ---------------------------------------------------------------------------
 
 def test_a_worker_killed_mid_epoch_recovers_from_the_last_checkpoint(ray_cluster, tracking_uri, tiny_overrides,
-                                                                     tmp_path):
+                                                                     tmp_path, capfd):
     killed: list[tuple[int, int, int]] = []  # (pid, checkpointed epoch before / at the kill)
 
     def kill_a_worker_during_epoch_2() -> None:
@@ -181,11 +181,13 @@ def test_a_worker_killed_mid_epoch_recovers_from_the_last_checkpoint(ray_cluster
     # group that started from the checkpoint, not from scratch
     epochs = _epoch_history(client, summary["run_id"])
     assert [e for _, e in epochs] == [1.0, 2.0, 3.0]
-    starts = dict(zip((e for _, e in epochs), (s for _, s in _epoch_history(client, summary["run_id"],
-                                                                             "start_epoch")), strict=True))
-    # the restarted group began right after the last registered checkpoint (on a fast machine another epoch
-    # may be checkpointed between looking and killing, hence either of the two readings)
-    assert starts[1.0] == 1.0 and starts[3.0] - 1 in {checkpointed, at_kill} and starts[3.0] > 1
+    # The restarted group began from a checkpoint, not from scratch: at least the one registered before the kill.
+    # (Ray registers a checkpoint a moment after the workers log its epoch, so the killed group may already have
+    # logged later epochs; the new group then repeats them without logging them twice.)
+    resumed = [int(m) for m in re.findall(r"resuming at epoch (\d+)", capfd.readouterr().out)]
+    assert resumed and checkpointed <= resumed[0] - 1 <= 3, resumed
+    starts = [s for _, s in _epoch_history(client, summary["run_id"], "start_epoch")]
+    assert starts[0] == 1.0 and set(starts) <= {1.0, float(resumed[0])}
     _assert_no_duplicated_steps(client, summary["run_id"])
 
 
