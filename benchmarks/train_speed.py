@@ -31,7 +31,7 @@ from data_prep.prepare import prepare
 from flows.config import PipelineConfig, load_config
 from training.batching import global_batches, padding_fraction
 from training.data import load_encoded
-from training.loop import train_step
+from training.loop import _allreduce, compress_gradients, train_step
 from training.translator import Translator, build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +47,7 @@ def _worker(rank: int, world: int, cfg: PipelineConfig, manifest: dict, warmup: 
     if world > 1:
         dist.init_process_group("gloo", rank=rank, world_size=world)
         model = DistributedDataParallel(model)
+        compress_gradients(model, cfg.scaling.grad_compression)  # as the Ray workers do
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     torch.manual_seed(cfg.train.seed + 1 + rank)
     batches = global_batches(train.src_len, train.tgt_len, cfg.train.batch_tokens, cfg.train.seed, 1, min_size=world)
@@ -59,11 +60,7 @@ def _worker(rank: int, world: int, cfg: PipelineConfig, manifest: dict, warmup: 
         _, n = train_step(model, optimizer, train, batch, rank, world, torch.device("cpu"), cfg.train.clip_norm)
         if i >= warmup:
             elapsed, sents, tokens = elapsed + time.perf_counter() - t0, sents + len(batch), tokens + n
-    if world > 1:
-        t = torch.tensor([tokens, elapsed], dtype=torch.float64)
-        dist.all_reduce(t[:1])
-        dist.all_reduce(t[1:], op=dist.ReduceOp.MAX)
-        tokens, elapsed = t.tolist()
+    [tokens], [elapsed] = _allreduce([tokens]), _allreduce([elapsed], dist.ReduceOp.MAX)  # no-op for 1 worker
     if rank == 0:
         net = getattr(model, "module", model)
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, f"{out}/model.safetensors")
