@@ -28,7 +28,7 @@ def plot_learning_curves(history: dict[str, list[tuple[int, float]]], path: Path
     axes[-1].set_title("validation BLEU by wall-clock time", fontsize=10)
     axes[-1].set_xlabel("minutes of training")
     axes[-1].grid(alpha=0.3)
-    for ax, (label, keys) in zip(axes, PANELS, strict=False):
+    for ax, (label, keys) in zip(axes[:-1], PANELS, strict=True):
         for key in keys:
             points = sorted(history.get(key, []))
             if points:

@@ -201,7 +201,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if checkpoint:
             print(f"resuming at epoch {start_epoch} (global step {progress['step']}) on {world} workers")
 
-    # Seconds spent training so far, across resumes; the budget includes validation (it is wall-clock time).
+    # progress["seconds"]: wall-clock time spent training so far, across resumes, validation and checkpoints
+    # included; checkpoints written before the time budget existed lack it.
     budget = job.train.max_minutes * 60 if job.train.max_minutes else math.inf
     progress.setdefault("seconds", 0.0)
     # The last epoch's validation + checkpoint time, reserved so that the budget also covers the next ones.

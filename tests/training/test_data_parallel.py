@@ -5,25 +5,14 @@ single-worker gradient of that global batch."""
 import numpy as np
 import torch
 
-from data_prep.specials import EOS_ID, PAD_ID
+from data_prep.specials import PAD_ID
+from tests.training.synthetic import random_split
 from training.batching import global_batches, worker_slice
 from training.config import ModelConfig
-from training.data import EncodedSplit, collate
+from training.data import collate
 from training.model import Seq2Seq
 
 CFG = ModelConfig(emb_size=5, enc_hidden=7, dec_hidden=11, att_hidden=3, dropout=0.0)
-
-
-def _offsets(lengths: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-
-
-def _split(n: int, vocab: int = 13, seed: int = 0) -> EncodedSplit:
-    rng = np.random.default_rng(seed)
-    src_len, tgt_len = rng.integers(2, 9, n), rng.integers(2, 7, n)
-    src = rng.integers(EOS_ID + 1, vocab, int(src_len.sum())).astype(np.int32)
-    tgt = rng.integers(EOS_ID + 1, vocab, int(tgt_len.sum())).astype(np.int32)
-    return EncodedSplit(src, _offsets(src_len), tgt, _offsets(tgt_len))
 
 
 def _boundaries(batches: list[np.ndarray]) -> set[int]:
@@ -31,7 +20,7 @@ def _boundaries(batches: list[np.ndarray]) -> set[int]:
 
 
 def test_the_global_batches_do_not_depend_on_the_number_of_workers():
-    split = _split(301)
+    split = random_split(301)
     ref = global_batches(split.src_len, split.tgt_len, batch_tokens=300, seed=3, epoch=1, min_size=1)
     ref_order = np.concatenate(ref)
     for world in (2, 3, 5):
@@ -55,7 +44,7 @@ def _grads(model: Seq2Seq) -> list[torch.Tensor]:
 def test_scaled_worker_losses_average_to_the_single_worker_gradient():
     torch.manual_seed(0)
     model = Seq2Seq(CFG, 13, 13, PAD_ID)
-    split = _split(11, seed=1)
+    split = random_split(11, seed=1)
     batch = np.arange(len(split))
     global_tokens = int(split.tgt_len[batch].sum()) + len(batch)  # as in loop.py: targets + EOS
 

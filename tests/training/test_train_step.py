@@ -5,27 +5,19 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.specials import EOS_ID, PAD_ID
+from data_prep.specials import PAD_ID
+from tests.training.synthetic import random_split
 from training.config import ModelConfig
-from training.data import EncodedSplit
 from training.loop import train_step
 from training.model import Seq2Seq
 
 CFG = ModelConfig(emb_size=8, enc_hidden=8, dec_hidden=16, att_hidden=8, dropout=0.0)
 
 
-def _split(n: int = 12, vocab: int = 17) -> EncodedSplit:
-    rng = np.random.default_rng(0)
-    src_len, tgt_len = rng.integers(2, 8, n), rng.integers(2, 6, n)
-    off = lambda lens: np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)  # noqa: E731
-    return EncodedSplit(rng.integers(EOS_ID + 1, vocab, int(src_len.sum())).astype(np.int32), off(src_len),
-                        rng.integers(EOS_ID + 1, vocab, int(tgt_len.sum())).astype(np.int32), off(tgt_len))
-
-
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_steps_lower_the_loss(precision: str):
     torch.manual_seed(0)
-    model, split = Seq2Seq(CFG, 17, 17, PAD_ID), _split()
+    model, split = Seq2Seq(CFG, 17, 17, PAD_ID), random_split(12, vocab=17)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0) if precision == "fp16" else None
     batch = np.arange(len(split))
@@ -38,7 +30,7 @@ def test_mixed_precision_steps_lower_the_loss(precision: str):
 
 def test_compiled_decoder_step_gives_the_eager_loss_and_gradients():
     torch.manual_seed(0)
-    eager, split = Seq2Seq(CFG, 17, 17, PAD_ID), _split()
+    eager, split = Seq2Seq(CFG, 17, 17, PAD_ID), random_split(12, vocab=17)
     compiled = Seq2Seq(CFG, 17, 17, PAD_ID)
     compiled.load_state_dict(eager.state_dict())
     compiled.decoder.step = torch.compile(compiled.decoder.step, dynamic=True)
