@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from datasets import load_from_disk
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 from torch.nn.parallel import DistributedDataParallel
 
@@ -57,13 +57,14 @@ def _worker(rank: int, world: int, cfg: PipelineConfig, manifest: dict, warmup: 
         if world > 1:
             dist.barrier()  # time the group, as fast as its slowest worker
         t0 = time.perf_counter()
-        _, n = train_step(model, optimizer, train, batch, rank, world, torch.device("cpu"), cfg.train.clip_norm)
+        _, n = train_step(model, optimizer, train, batch, rank, world, torch.device("cpu"), cfg.train.clip_norm,
+                          cfg.train.label_smoothing)
         if i >= warmup:
             elapsed, sents, tokens = elapsed + time.perf_counter() - t0, sents + len(batch), tokens + n
     [tokens], [elapsed] = _allreduce([tokens]), _allreduce([elapsed], dist.ReduceOp.MAX)  # no-op for 1 worker
     if rank == 0:
         net = getattr(model, "module", model)
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, f"{out}/model.safetensors")
+        save_model(net, f"{out}/model.safetensors")
         Path(f"{out}/figures").write_text(f"{sents / elapsed} {tokens / elapsed}")
     if world > 1:
         dist.destroy_process_group()
@@ -84,7 +85,7 @@ def alignflow_training(cfg: PipelineConfig, warmup: int, steps: int) -> tuple[di
     with tempfile.TemporaryDirectory() as out:
         mp.spawn(_worker, args=(world, cfg, manifest, warmup, steps, out), nprocs=world)
         sents_s, tok_s = map(float, Path(f"{out}/figures").read_text().split())
-        model.load_state_dict(load_file(f"{out}/model.safetensors"))
+        load_model(model, f"{out}/model.safetensors")
     torch.set_num_threads(cfg.scaling.num_workers * cfg.scaling.threads)
     sources = load_from_disk(manifest["encoded"])["test"]["src"]
     return {"sents/s": sents_s, "tgt_tok/s": tok_s}, Translator(model, src_tok, tgt_tok,

@@ -26,6 +26,10 @@ class ModelConfig(_Section):
     dec_hidden: PositiveInt = 256  # D
     att_hidden: PositiveInt = 128  # A, hidden size of the scoring network a(s, h)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    tied_softmax: bool = Field(
+        False, description="share the output projection W_o with the target embeddings (Press & Wolf 2017; Joey "
+                           "NMT's tied_softmax): the pre-output layer W_t then maps to E instead of D, which "
+                           "halves the two largest per-token matrices")
 
 
 class TrainConfig(_Section):
@@ -36,8 +40,14 @@ class TrainConfig(_Section):
     batch_tokens: PositiveInt = Field(
         4096, description="global token budget per step (padded source+target), split across workers")
     lr: PositiveFloat = 2e-3
-    lr_decay: float = Field(0.5, gt=0.0, le=1.0, description="LR factor when validation BLEU plateaus")
+    lr_schedule: Literal["plateau", "anneal"] = Field(
+        "plateau", description="plateau: multiply the LR by lr_decay when validation BLEU stalls; anneal: hold "
+                               "it, then decay it linearly to 0 over the last lr_anneal of training (of "
+                               "max_minutes when set, else of epochs), for a fixed budget")
+    lr_decay: float = Field(0.5, gt=0.0, le=1.0, description="plateau: LR factor when validation BLEU stalls")
     lr_patience: NonNegativeInt = 1
+    lr_anneal: float = Field(0.5, gt=0.0, le=1.0, description="anneal: the final fraction of training over which "
+                                                              "the LR falls to 0")
     clip_norm: PositiveFloat = 5.0
     patience: PositiveInt = Field(3, description="stop after this many epochs without a better val BLEU")
     seed: int = 42

@@ -24,7 +24,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -123,6 +123,13 @@ def plot_examples(translator: Translator, val: EncodedSplit, k: int, epoch: int,
     return paths
 
 
+def annealed_lr(lr: float, done: float, anneal: float) -> float:
+    """The anneal schedule: lr until 1 - anneal of training is done, then linearly down to 0 at the end.
+    A fixed budget is best spent this way (Li et al. 2020, "Budgeted training"): the low-LR end averages
+    out the gradient noise that a constant LR keeps to the last step."""
+    return lr * min(1.0, max(0.0, (1.0 - done) / anneal))
+
+
 def compress_gradients(model: nn.Module, how: str) -> None:
     """Registers PyTorch's fp16 DDP comm hook: gradients are all-reduced in half precision, then cast back."""
     if how == "fp16" and isinstance(model, nn.parallel.DistributedDataParallel):
@@ -174,18 +181,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.decoder.step = torch.compile(model.decoder.step, dynamic=True)  # type: ignore[method-assign]
     optimizer = torch.optim.Adam(model.parameters(), lr=job.train.lr)
     scaler = torch.amp.GradScaler(device.type) if job.train.precision == "fp16" else None
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=job.train.lr_decay, patience=job.train.lr_patience)
+    scheduler = None  # anneal sets the LR from the fraction of training done, which progress holds
+    if job.train.lr_schedule == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=job.train.lr_decay, patience=job.train.lr_patience)
     progress = {"epoch": 0, "step": 0, "best": -math.inf, "bad_epochs": 0, "seconds": 0.0}
     torch.manual_seed(job.train.seed + 1 + rank)  # distinct dropout masks per rank
 
     checkpoint = ray.train.get_checkpoint()  # [2] set when Ray restarts the group or the run is resumed
     if checkpoint:
         with checkpoint.as_directory() as d:
-            model.load_state_dict(load_file(str(Path(d) / WEIGHTS)))
+            load_model(model, Path(d) / WEIGHTS)
             state = torch.load(Path(d) / TRAINER_STATE, weights_only=True)
             optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            if scheduler and state["scheduler"]:
+                scheduler.load_state_dict(state["scheduler"])
             progress = json.loads((Path(d) / PROGRESS).read_text())
             if len(state["rng"]) == world:  # else a different worker count: keep the fresh per-rank seeds
                 _set_rng_state(state["rng"][rank], device)
@@ -214,15 +224,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         batches = global_batches(train.src_len, train.tgt_len, job.train.batch_tokens, job.train.seed, epoch,
                                  min_size=world)
         t0, loss_sum, tokens = time.perf_counter(), 0.0, 0.0
+        spent = progress["seconds"] + reserve
         for batch in batches:
+            if scheduler is None:
+                done = max(progress["step"] / (job.train.epochs * len(batches)), spent / budget)
+                for group in optimizer.param_groups:
+                    group["lr"] = annealed_lr(job.train.lr, done, job.train.lr_anneal)
             loss, n = train_step(model, optimizer, train, batch, rank, world, device, job.train.clip_norm,
                                  job.train.label_smoothing, job.train.precision, scaler)
             progress["step"] += 1
             loss_sum, tokens = loss_sum + loss, tokens + n
             # Every rank must stop at the same step: take the slowest rank's clock.
-            if budget < math.inf and progress["seconds"] + reserve + _allreduce(
-                    [time.perf_counter() - t0], dist.ReduceOp.MAX)[0] >= budget:
-                break
+            if budget < math.inf:
+                spent = progress["seconds"] + reserve + _allreduce([time.perf_counter() - t0], dist.ReduceOp.MAX)[0]
+                if spent >= budget:
+                    break
         [elapsed] = _allreduce([time.perf_counter() - t0], dist.ReduceOp.MAX)  # the group is as slow as its slowest
         t_val = time.perf_counter()
         loss_sum, tokens = _allreduce([loss_sum, tokens])
@@ -233,7 +249,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics = {"epoch": epoch, "start_epoch": start_epoch, "train_loss": loss_sum / max(1.0, tokens),
                    "train_tokens_per_s": tokens / elapsed, "lr": optimizer.param_groups[0]["lr"],
                    **validate(net, translator, val, val_refs, rank, world, device)}
-        scheduler.step(metrics[job.select_metric])
+        if scheduler:
+            scheduler.step(metrics[job.select_metric])
         if metrics[job.select_metric] > progress["best"]:
             progress["best"], progress["bad_epochs"] = metrics[job.select_metric], 0
         else:
@@ -248,8 +265,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as plots:
             ckpt = None
             if rank == 0:  # one writer; every rank still reports
-                save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(Path(tmp) / WEIGHTS))
-                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                save_model(net, str(Path(tmp) / WEIGHTS))  # stores a tied W_o once
+                torch.save({"optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict() if scheduler else {},
                             "rng": [r for [r] in rng]}, Path(tmp) / TRAINER_STATE)
                 (Path(tmp) / PROGRESS).write_text(json.dumps(progress))
                 (Path(tmp) / MODEL_CONFIG).write_text(job.model.model_dump_json())

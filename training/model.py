@@ -11,6 +11,7 @@ Decoder step i (§3.1, appendix A.1.2), in Bahdanau's order -- attend with the *
     c_i  = Σ_j a_ij h_j                                     recomputed at every step
     s_i  = LSTM([E y_{i-1}; c_i], s_{i-1})
     p(y_i | y_<i, x) = softmax(W_o tanh(W_t [s_i; c_i; E y_{i-1}]))
+                                                            tied_softmax: W_o = E, the target embeddings
 
 Shapes: B batch, n source length, m target length, E embedding, H encoder hidden per direction,
 D decoder hidden, A attention hidden, V vocabulary.
@@ -87,14 +88,18 @@ class AdditiveAttention(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, vocab: int, E: int, H: int, D: int, A: int, dropout: float, pad_id: int) -> None:
+    def __init__(self, vocab: int, E: int, H: int, D: int, A: int, dropout: float, pad_id: int,
+                 tied: bool = False) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, E, padding_idx=pad_id)
         self.bridge = nn.Linear(2 * H, D)  # W_s
         self.attention = AdditiveAttention(2 * H, D, A)
         self.rnn = nn.LSTMCell(E + 2 * H, D)
-        self.pre_output = nn.Linear(D + 2 * H + E, D)  # W_t
-        self.generator = nn.Linear(D, vocab)  # W_o
+        T = E if tied else D  # the readout t_i lives in the embedding space when W_o = E
+        self.pre_output = nn.Linear(D + 2 * H + E, T)  # W_t
+        self.generator = nn.Linear(T, vocab)  # W_o
+        if tied:
+            self.generator.weight = self.embed.weight
         self.dropout = Dropout(dropout)
 
     def init_state(self, final: Tensor) -> State:
@@ -111,7 +116,7 @@ class Decoder(nn.Module):
 
     def readout(self, s: Tensor, c: Tensor, y_prev_emb: Tensor) -> Tensor:
         """Logits over V from (s_i, c_i, E y_{i-1}); works on any leading shape (..., D) etc."""
-        t = torch.tanh(self.pre_output(self.dropout(torch.cat([s, c, y_prev_emb], dim=-1))))  # (..., D)
+        t = torch.tanh(self.pre_output(self.dropout(torch.cat([s, c, y_prev_emb], dim=-1))))  # (..., D or E)
         return self.generator(self.dropout(t))  # (..., V)
 
 
@@ -121,7 +126,7 @@ class Seq2Seq(nn.Module):
         self.cfg, self.pad_id = cfg, pad_id
         E, H, D, A = cfg.emb_size, cfg.enc_hidden, cfg.dec_hidden, cfg.att_hidden
         self.encoder = Encoder(src_vocab, E, H, cfg.dropout, pad_id)
-        self.decoder = Decoder(tgt_vocab, E, H, D, A, cfg.dropout, pad_id)
+        self.decoder = Decoder(tgt_vocab, E, H, D, A, cfg.dropout, pad_id, cfg.tied_softmax)
 
     def encode(self, x: Tensor, x_len: Tensor) -> Encoded:
         h, final = self.encoder(x, x_len)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_model
 from tokenizers import Tokenizer
 
 from data_prep.specials import EOS_ID, PAD_ID
@@ -33,7 +33,7 @@ class Translator:
         cfg = ModelConfig.model_validate(json.loads(Path(model_config).read_text()))
         src_tok, tgt_tok = Tokenizer.from_file(str(src_tokenizer)), Tokenizer.from_file(str(tgt_tokenizer))
         model = build_model(cfg, src_tok, tgt_tok)
-        model.load_state_dict(load_file(str(weights)))  # safetensors: tensors only, nothing is unpickled
+        load_model(model, weights)  # safetensors: tensors only, nothing is unpickled
         return cls(model, src_tok, tgt_tok, **kwargs)
 
     def encode(self, texts: list[str]) -> list[list[int]]:

@@ -100,3 +100,27 @@ def test_dropout_keeps_the_expected_value_and_is_off_in_eval():
     assert abs((y == 0).float().mean().item() - 0.3) < 0.01
     assert abs(y.mean().item() - 1.0) < 0.02
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_tied_softmax_shares_the_target_embeddings_and_survives_a_safetensors_round_trip(tmp_path):
+    from safetensors.torch import load_model, save_model
+
+    torch.manual_seed(0)
+    tied = Seq2Seq(CFG.model_copy(update={"tied_softmax": True}), 13, 17, PAD_ID)
+    assert tied.decoder.generator.weight is tied.decoder.embed.weight
+    assert tied.decoder.pre_output.out_features == CFG.emb_size  # the readout lives in embedding space
+    assert tied.num_params() < Seq2Seq(CFG, 13, 17, PAD_ID).num_params()
+    x, x_len = _batch([4, 6])
+    y, _ = _batch([5, 3], vocab=17)
+    loss, _ = tied(x, x_len, y, y)
+    loss.backward()
+    # W_o's gradient lands in the one shared matrix, on rows the decoder never embedded too
+    emb_grad = tied.decoder.embed.weight.grad
+    assert emb_grad is not None and emb_grad[~torch.isin(torch.arange(17), y)].abs().sum() > 0
+
+    save_model(tied, str(tmp_path / "w.safetensors"))  # a plain save_file rejects the shared tensor
+    torch.manual_seed(1)
+    loaded = Seq2Seq(CFG.model_copy(update={"tied_softmax": True}), 13, 17, PAD_ID)
+    load_model(loaded, tmp_path / "w.safetensors")
+    assert loaded.decoder.generator.weight is loaded.decoder.embed.weight
+    torch.testing.assert_close(loaded(x, x_len, y, y)[0], tied(x, x_len, y, y)[0])
