@@ -98,8 +98,15 @@ class Decoder(nn.Module):
         T = E if tied else D  # the readout t_i lives in the embedding space when W_o = E
         self.pre_output = nn.Linear(D + 2 * H + E, T)  # W_t
         self.generator = nn.Linear(T, vocab)  # W_o
+        self.embed_scale = 1.0
         if tied:
+            # nn.Embedding's N(0, 1) init, used as W_o, gives logits with a std of ~sqrt(E) = 16: a wildly
+            # confident start that costs epochs to unlearn. So init it small, like the rest of the readout, and
+            # scale the lookups up (as Vaswani et al. scale theirs by sqrt(E)) to the untied N(0, 1) size: without
+            # it the decoder's inputs start 17x smaller and it learns markedly slower.
+            nn.init.uniform_(self.embed.weight, -0.1, 0.1)
             self.generator.weight = self.embed.weight
+            self.embed_scale = 3**0.5 / 0.1  # 1 / std of U(-0.1, 0.1)
         self.dropout = Dropout(dropout)
 
     def init_state(self, final: Tensor) -> State:
@@ -135,7 +142,7 @@ class Seq2Seq(nn.Module):
 
     def decode_step(self, y_prev: Tensor, state: State, enc: Encoded) -> tuple[Tensor, State, Tensor]:
         """Inference step: y_{i-1} (B,) ids -> (logits (B, V), s_i state, a_i (B, n)). Greedy and beam use it."""
-        y_emb = self.decoder.embed(y_prev)  # (B, E)
+        y_emb = self.decoder.embed(y_prev) * self.decoder.embed_scale  # (B, E)
         state, c, a = self.decoder.step(y_emb, state, enc.keys, enc.h, enc.mask)
         return self.decoder.readout(state[0], c, y_emb), state, a
 
@@ -150,11 +157,16 @@ class Seq2Seq(nn.Module):
         x, x_len, y_in, y_out, real = x[order], x_len[order.cpu()], y_in[order], y_out[order], real[order]
         active = real.sum(0).tolist()  # k_i, non-increasing
         enc = self.encode(x, x_len)
-        y_emb = self.decoder.dropout(self.decoder.embed(y_in))  # (B, m, E)
-        state, ss, cs = enc.s0, [], []
-        for i, k in enumerate(active):
-            state = (state[0][:k], state[1][:k])
-            state, c, _ = self.decoder.step(y_emb[:k, i], state, enc.keys[:k], enc.h[:k], enc.mask[:k])
+        y_emb = self.decoder.dropout(self.decoder.embed(y_in) * self.decoder.embed_scale)  # (B, m, E)
+        # Backward turns every slice into a zero-filled gradient of its base, so slice little: unbind splits
+        # the inputs per step in one op, and keys/h/state narrow only when a sentence has ended, from the
+        # last narrowing -- not from the full batch at every step.
+        y_steps = y_emb.unbind(1)  # m x (B, E)
+        state, keys, h, mask, ss, cs = enc.s0, enc.keys, enc.h, enc.mask, [], []
+        for y_i, k in zip(y_steps, active, strict=True):
+            if k < len(keys):
+                state, keys, h, mask = (state[0][:k], state[1][:k]), keys[:k], h[:k], mask[:k]
+            state, c, _ = self.decoder.step(y_i[:k], state, keys, h, mask)
             ss.append(state[0])
             cs.append(c)
         # Real positions in time-major order, as the loop produced them: (N, D), (N, 2H), (N, E).
