@@ -217,8 +217,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     progress.setdefault("seconds", 0.0)
     # The last epoch's validation + checkpoint time, reserved so that the budget also covers the next ones.
     reserve = 0.0
+    # An epoch starts only if the budget has room for a step beyond the reserve (else it would be one step
+    # followed by a repeat of the last validation).
     while (progress["epoch"] < job.train.epochs and progress["bad_epochs"] < job.train.patience
-           and progress["seconds"] < budget):
+           and progress["seconds"] + reserve < budget):
         epoch = progress["epoch"] + 1
         model.train()
         batches = global_batches(train.src_len, train.tgt_len, job.train.batch_tokens, job.train.seed, epoch,
