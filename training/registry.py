@@ -7,6 +7,8 @@ registry page says why a version is or is not the champion. Aliases move only af
 logged, loaded back and has translated, so a run that fails anywhere before that leaves them untouched."""
 
 import hashlib
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,10 +59,14 @@ def log_and_register(tracking_uri: str, run_id: str, checkpoint: str, src_tokeni
     artifacts = {"weights": str(Path(checkpoint) / WEIGHTS), "model_config": str(Path(checkpoint) / MODEL_CONFIG),
                  "src_tokenizer": src_tokenizer, "tgt_tokenizer": tgt_tokenizer}
     probe = test_set.sources[0]
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), tempfile.TemporaryDirectory() as code:
+        # The packages' sources only: __pycache__ is bytecode for this interpreter, and every file is one more
+        # upload to (and download from) the tracking server.
+        code_paths = [str(shutil.copytree(Path(pkg.__file__).parent, Path(code) / pkg.__name__,
+                                          ignore=shutil.ignore_patterns("__pycache__")))
+                      for pkg in (training, data_prep)]
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(PYFUNC), artifacts=artifacts,
-            code_paths=[str(Path(training.__file__).parent), str(Path(data_prep.__file__).parent)],
+            name="model", python_model=str(PYFUNC), artifacts=artifacts, code_paths=code_paths,
             pip_requirements=REQUIREMENTS,
             # list[str] -> list[str]; beam_size is a per-request parameter (1 = greedy).
             signature=infer_signature([probe], ["translation"], params={"beam_size": 1}))

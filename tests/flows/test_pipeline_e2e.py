@@ -2,6 +2,7 @@
 then the registered model loaded in a fresh process."""
 
 import re
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -54,6 +55,11 @@ def test_flow_trains_on_ray_records_in_mlflow_and_registers_a_usable_model(ray_c
     piped = run_cli("translate", "--model", "models:/tiny-dates@champion", stdin=f"{text}\n3 mar 98\n")
     assert piped.returncode == 0 and piped.stdout.splitlines()[0] == expected
     assert len(piped.stdout.splitlines()) == 2
+    # the model carries the packages' sources, not this interpreter's bytecode
+    code = Path(mlflow.artifacts.download_artifacts("models:/tiny-dates/1")) / "code"
+    files = {p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()}
+    assert "training/model.py" in files and "data_prep/tokenize.py" in files
+    assert not any("__pycache__" in f for f in files), sorted(files)
 
 
 def test_translate_with_an_unknown_model_is_one_line(tracking_uri):
