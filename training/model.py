@@ -109,6 +109,10 @@ class Decoder(nn.Module):
             self.embed_scale = 3**0.5 / 0.1  # 1 / std of U(-0.1, 0.1)
         self.dropout = Dropout(dropout)
 
+    def lookup(self, y: Tensor) -> Tensor:
+        """E y: target embeddings, scaled to unit size when they double as W_o."""
+        return self.embed(y) * self.embed_scale
+
     def init_state(self, final: Tensor) -> State:
         s0 = torch.tanh(self.bridge(final))  # (B, D)
         return s0, torch.zeros_like(s0)
@@ -142,7 +146,7 @@ class Seq2Seq(nn.Module):
 
     def decode_step(self, y_prev: Tensor, state: State, enc: Encoded) -> tuple[Tensor, State, Tensor]:
         """Inference step: y_{i-1} (B,) ids -> (logits (B, V), s_i state, a_i (B, n)). Greedy and beam use it."""
-        y_emb = self.decoder.embed(y_prev) * self.decoder.embed_scale  # (B, E)
+        y_emb = self.decoder.lookup(y_prev)  # (B, E)
         state, c, a = self.decoder.step(y_emb, state, enc.keys, enc.h, enc.mask)
         return self.decoder.readout(state[0], c, y_emb), state, a
 
@@ -157,7 +161,7 @@ class Seq2Seq(nn.Module):
         x, x_len, y_in, y_out, real = x[order], x_len[order.cpu()], y_in[order], y_out[order], real[order]
         active = real.sum(0).tolist()  # k_i, non-increasing
         enc = self.encode(x, x_len)
-        y_emb = self.decoder.dropout(self.decoder.embed(y_in) * self.decoder.embed_scale)  # (B, m, E)
+        y_emb = self.decoder.dropout(self.decoder.lookup(y_in))  # (B, m, E)
         # Backward turns every slice into a zero-filled gradient of its base, so slice little: unbind splits
         # the inputs per step in one op, and keys/h/state narrow only when a sentence has ended, from the
         # last narrowing -- not from the full batch at every step.

@@ -1,6 +1,7 @@
 """Invariants of the attention model, with odd distinct sizes so a transposed weight fails loudly."""
 
 import torch
+from safetensors.torch import load_model, save_model
 
 from data_prep.specials import PAD_ID
 from training.config import ModelConfig
@@ -103,8 +104,6 @@ def test_dropout_keeps_the_expected_value_and_is_off_in_eval():
 
 
 def test_tied_softmax_shares_the_target_embeddings_and_survives_a_safetensors_round_trip(tmp_path):
-    from safetensors.torch import load_model, save_model
-
     torch.manual_seed(0)
     tied = Seq2Seq(CFG.model_copy(update={"tied_softmax": True}), 13, 17, PAD_ID)
     assert tied.decoder.generator.weight is tied.decoder.embed.weight
