@@ -48,7 +48,7 @@ def _worker(rank: int, world: int, cfg: PipelineConfig, manifest: dict, warmup: 
         dist.init_process_group("gloo", rank=rank, world_size=world)
         model = DistributedDataParallel(model)
         compress_gradients(model, cfg.scaling.grad_compression)  # as the Ray workers do
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, fused=True)
     torch.manual_seed(cfg.train.seed + 1 + rank)
     batches = global_batches(train.src_len, train.tgt_len, cfg.train.batch_tokens, cfg.train.seed, 1, min_size=world)
     model.train()

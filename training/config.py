@@ -26,6 +26,12 @@ class ModelConfig(_Section):
     dec_hidden: PositiveInt = 256  # D
     att_hidden: PositiveInt = 128  # A, hidden size of the scoring network a(s, h)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    dropout_hidden: bool = Field(
+        True, description="also drop the annotations h_j and the readout's input [s_i; c_i; E y_{i-1}]; false: "
+                          "dropout only on the embeddings and the readout t_i, as OpenNMT-py places it")
+    param_init: float = Field(
+        0.0, ge=0.0, description="0: PyTorch's default initialisation; x > 0: every weight uniform in [-x, x] "
+                                 "(OpenNMT-py's param_init)")
     tied_softmax: bool = Field(
         False, description="share the output projection W_o with the target embeddings (Press & Wolf 2017; Joey "
                            "NMT's tied_softmax): the pre-output layer W_t then maps to E instead of D, which "

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from data_prep.specials import BOS_ID, EOS_ID, PAD_ID
-from training.model import Encoded, Seq2Seq
+from training.model import Seq2Seq
 
 
 class Hypothesis(NamedTuple):
@@ -63,7 +63,7 @@ def beam_search(model: Seq2Seq, x: Tensor, x_len: Tensor, beam_size: int, max_le
     def rep(t: Tensor) -> Tensor:  # (B, ...) -> (B*K, ...): row b*K + k is beam k of sentence b
         return t.repeat_interleave(K, dim=0)
 
-    enc = Encoded(rep(enc.h), rep(enc.keys), rep(enc.mask), (rep(enc.s0[0]), rep(enc.s0[1])))
+    enc = enc._replace(h=rep(enc.h), keys=rep(enc.keys), mask=rep(enc.mask), s0=(rep(enc.s0[0]), rep(enc.s0[1])))
     scores = torch.full((B, K), -math.inf, device=device)
     scores[:, 0] = 0.0  # only one live beam at the start, or the K copies would fill the beam with duplicates
     y = torch.full((B * K,), BOS_ID, dtype=torch.long, device=device)
