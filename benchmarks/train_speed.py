@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -30,21 +31,26 @@ from torch.nn.parallel import DistributedDataParallel
 from data_prep.prepare import prepare
 from flows.config import PipelineConfig, load_config
 from training.batching import global_batches, padding_fraction
+from training.config import ModelConfig
 from training.data import load_encoded
-from training.loop import _allreduce, compress_gradients, train_step
+from training.loop import compress_gradients, train_step
 from training.translator import Translator, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "benchmarks" / "reference_bahdanau.py"
 
 
-def _worker(rank: int, world: int, cfg: PipelineConfig, manifest: dict, warmup: int, steps: int, out: str) -> None:
+def _worker(rank: int, world: int, cfg: PipelineConfig, manifest: dict, warmup: int, steps: int, out: str,
+            communicate: bool = True) -> None:
+    """Times `steps` training steps of this rank's slice of the global batches. communicate=False trains the
+    same slices without DDP: independent processes, the ceiling that data parallelism could reach here."""
     torch.set_num_threads(cfg.scaling.threads)
     train = load_encoded(manifest["encoded"])["train"]
     src_tok, tgt_tok = Tokenizer.from_file(manifest["src_tokenizer"]), Tokenizer.from_file(manifest["tgt_tokenizer"])
     torch.manual_seed(cfg.train.seed)
     model: torch.nn.Module = build_model(cfg.model, src_tok, tgt_tok)
-    if world > 1:
+    ddp = communicate and world > 1
+    if ddp:
         dist.init_process_group("gloo", rank=rank, world_size=world)
         model = DistributedDataParallel(model)
         compress_gradients(model, cfg.scaling.grad_compression)  # as the Ray workers do
@@ -54,23 +60,34 @@ def _worker(rank: int, world: int, cfg: PipelineConfig, manifest: dict, warmup: 
     model.train()
     elapsed = sents = tokens = 0.0
     for i, batch in enumerate(batches[: warmup + steps]):
-        if world > 1:
+        if ddp:
             dist.barrier()  # time the group, as fast as its slowest worker
         t0 = time.perf_counter()
         _, n = train_step(model, optimizer, train, batch, rank, world, torch.device("cpu"), cfg.train.clip_norm,
                           cfg.train.label_smoothing)
         if i >= warmup:
-            elapsed, sents, tokens = elapsed + time.perf_counter() - t0, sents + len(batch), tokens + n
-    [tokens], [elapsed] = _allreduce([tokens]), _allreduce([elapsed], dist.ReduceOp.MAX)  # no-op for 1 worker
+            elapsed, sents, tokens = elapsed + time.perf_counter() - t0, sents + len(batch[rank::world]), tokens + n
+    # Each rank's own figures; the caller combines them (a DDP group is as fast as its slowest rank).
+    Path(f"{out}/figures.{rank}").write_text(f"{sents} {tokens} {elapsed}")
     if rank == 0:
-        net = getattr(model, "module", model)
-        save_model(net, f"{out}/model.safetensors")
-        Path(f"{out}/figures").write_text(f"{sents / elapsed} {tokens / elapsed}")
-    if world > 1:
+        save_model(getattr(model, "module", model), f"{out}/model.safetensors")
+    if ddp:
         dist.destroy_process_group()
 
 
-def alignflow_training(cfg: PipelineConfig, warmup: int, steps: int) -> tuple[dict[str, float], Translator, list]:
+def timed_steps(cfg: PipelineConfig, manifest: dict, warmup: int, steps: int, out: str, world: int,
+                communicate: bool = True) -> dict[str, float]:
+    """Runs `world` timed worker processes -> sents/s and target tokens/s of the whole group."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29533"))
+    mp.spawn(_worker, args=(world, cfg, manifest, warmup, steps, out, communicate), nprocs=world)
+    figures = [tuple(map(float, Path(f"{out}/figures.{r}").read_text().split())) for r in range(world)]
+    if communicate:  # in step: the group's time is its slowest rank's
+        wall = max(e for _, _, e in figures)
+        return {"sents/s": sum(s for s, _, _ in figures) / wall, "tgt_tok/s": sum(t for _, t, _ in figures) / wall}
+    return {"sents/s": sum(s / e for s, _, e in figures), "tgt_tok/s": sum(t / e for _, t, e in figures)}
+
+
+def alignflow_training(cfg: PipelineConfig, warmup: int, steps: int) -> tuple[dict, Translator, list]:
     manifest = prepare(cfg.data, cfg.tokenizer, Path(cfg.work_dir) / "prepared")
     train = load_encoded(manifest["encoded"])["train"]
     src_tok, tgt_tok = Tokenizer.from_file(manifest["src_tokenizer"]), Tokenizer.from_file(manifest["tgt_tokenizer"])
@@ -81,15 +98,66 @@ def alignflow_training(cfg: PipelineConfig, warmup: int, steps: int) -> tuple[di
           f"vocab src={src_tok.get_vocab_size()} tgt={tgt_tok.get_vocab_size()} batches/epoch={len(batches)} "
           f"mean sents/batch={len(train) / len(batches):.1f} "
           f"pad fraction={padding_fraction(train.src_len, train.tgt_len, batches):.3f}", flush=True)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29533"))
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_worker, args=(world, cfg, manifest, warmup, steps, out), nprocs=world)
-        sents_s, tok_s = map(float, Path(f"{out}/figures").read_text().split())
+        figures = timed_steps(cfg, manifest, warmup, steps, out, world)
         load_model(model, f"{out}/model.safetensors")
     torch.set_num_threads(cfg.scaling.num_workers * cfg.scaling.threads)
     sources = load_from_disk(manifest["encoded"])["test"]["src"]
-    return {"sents/s": sents_s, "tgt_tok/s": tok_s}, Translator(model, src_tok, tgt_tok,
-                                                                  cfg.train.max_output_ratio), sources
+    timed = np.concatenate(batches[warmup : warmup + steps])
+    flops = gemm_flops_per_sentence(cfg.model, tgt_tok.get_vocab_size(), train.src_len[timed], train.tgt_len[timed])
+    shape = {"vocab": tgt_tok.get_vocab_size(), "sents": len(timed) / steps / world,
+             "tokens": (train.tgt_len[timed] + 1).sum() / steps / world,
+             "train_flops_per_sent": 3 * sum(float(f.sum()) for f in flops.values()) / len(timed),
+             "share": {k: float(f.sum()) for k, f in flops.items()}}
+    return ({**figures, **shape},
+            Translator(model, src_tok, tgt_tok, cfg.train.max_output_ratio), sources)
+
+
+def gemm_flops_per_sentence(m: ModelConfig, vocab: int, src_len: np.ndarray, tgt_len: np.ndarray
+                            ) -> dict[str, np.ndarray]:
+    """Matrix-multiply FLOPs of one forward pass per sentence (EOS/BOS included), by the GEMM that does them.
+    Training is ~3x these (backward multiplies by each weight twice: for the inputs' and the weights' gradients)."""
+    E, H, D, A = m.emb_size, m.enc_hidden, m.dec_hidden, m.att_hidden
+    T = E if m.tied_softmax else D  # the readout's width
+    S, N = src_len + 1, tgt_len + 1
+    return {
+        "encoder LSTM": S * 2 * 2 * 4 * H * (E + H),  # both directions
+        "attention keys U h": S * 2 * 2 * H * A,
+        "decoder W_y E y (all steps)": N * 2 * 4 * D * E,
+        "decoder [W_hh; W] s_{i-1}": N * 2 * (4 * D + A) * D,
+        "decoder W_c c_i": N * 2 * 4 * D * 2 * H,
+        "attention v tanh(.) and c_i": N * S * (2 * A + 2 * 2 * H),
+        "readout W_t": N * 2 * T * (D + 2 * H + E),
+        "softmax W_o": N * 2 * vocab * T,
+    }
+
+
+def gemm_rate(m: ModelConfig, vocab: int, sents: int, tokens: int, threads: int, share: dict[str, float],
+              reps: int = 30) -> float:
+    """This machine's fp32 GEMM rate (FLOP/s per process of `threads` threads) at the model's own shapes: each
+    forward GEMM timed at a worker's batch size, combined by its share of the model's FLOPs."""
+    E, H, D, A = m.emb_size, m.enc_hidden, m.dec_hidden, m.att_hidden
+    T = E if m.tied_softmax else D
+    shapes = {  # (rows, inner, cols): per-step GEMMs have a batch of rows, after-the-loop ones all tokens
+        "encoder LSTM": (sents, H, 4 * H),
+        "attention keys U h": (tokens, 2 * H, A),
+        "decoder W_y E y (all steps)": (tokens, E, 4 * D),
+        "decoder [W_hh; W] s_{i-1}": (sents, D, 4 * D + A),
+        "decoder W_c c_i": (sents, 2 * H, 4 * D),
+        "readout W_t": (tokens, D + 2 * H + E, T),
+        "softmax W_o": (tokens, T, vocab),
+    }
+    torch.set_num_threads(threads)
+    seconds_per_flop = {}
+    for name, (r, k, c) in shapes.items():
+        a, b = torch.randn(r, k), torch.randn(k, c)
+        for _ in range(3):
+            a @ b
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        seconds_per_flop[name] = (time.perf_counter() - t0) / (reps * 2 * r * k * c)
+    return sum(share[k] for k in shapes) / sum(share[k] * seconds_per_flop[k] for k in shapes)
 
 
 def reference_training(threads: int, warmup: int, steps: int) -> dict[str, float]:
@@ -125,6 +193,15 @@ def main() -> None:
     threads = args.threads or cfg.scaling.num_workers * cfg.scaling.threads
     ours, translator, sources = alignflow_training(cfg, args.warmup, args.steps)
     print(f"alignflow: sents/s={ours['sents/s']:.1f} tgt_tok/s={ours['tgt_tok/s']:.0f}", flush=True)
+    gemm = gemm_rate(cfg.model, ours["vocab"], round(ours["sents"]), round(ours["tokens"]), cfg.scaling.threads,
+                     ours["share"])
+    ceiling = gemm * cfg.scaling.num_workers
+    achieved = ours["sents/s"] * ours["train_flops_per_sent"]
+    total = sum(ours["share"].values())
+    print("model FLOPs by GEMM (forward): " + ", ".join(f"{k} {v / total:.0%}" for k, v in ours["share"].items()))
+    print(f"GEMM: fp32 at the model's shapes {gemm / 1e9:.1f} GFLOP/s per worker x {cfg.scaling.num_workers} "
+          f"= {ceiling / 1e9:.1f} GFLOP/s; alignflow trains at {achieved / 1e9:.1f} GFLOP/s of model FLOPs "
+          f"(3 x forward GEMMs), {achieved / ceiling:.0%} of it", flush=True)
     if args.skip_reference:
         return
     ref = reference_training(threads, args.ref_warmup, args.ref_steps)
