@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from training.config import ModelConfig
+from training.step_grad import StepLinear
 
 State = tuple[Tensor, Tensor]  # (s, LSTM cell), each (B, D)
 
@@ -34,8 +35,8 @@ class StepWeights(NamedTuple):
     """The decoder step's matrices, sliced and stacked once per batch rather than at every step (in backward,
     a slice taken per step would cost a zero-filled full-size gradient per step)."""
 
-    W_c: Tensor  # (4D, 2H): the c_i columns of the LSTM's input weights
-    W_s: Tensor  # (4D + A, D): the LSTM's W_hh and the attention's W stacked, as both multiply s_{i-1}
+    W_c: StepLinear  # (4D, 2H): the c_i columns of the LSTM's input weights
+    W_s: StepLinear  # (4D + A, D): the LSTM's W_hh and the attention's W stacked, as both multiply s_{i-1}
 
 
 class Encoded(NamedTuple):
@@ -124,6 +125,7 @@ class Decoder(nn.Module):
             self.embed_scale = 3**0.5 / 0.1  # 1 / std of U(-0.1, 0.1)
         self.dropout = Dropout(dropout)
         self.drop_readout_input = Dropout(dropout if drop_readout_input else 0.0)
+        self.defer_step_grads = True  # off when the step is torch.compile'd
 
     def lookup(self, y: Tensor) -> Tensor:
         """E y: target embeddings, scaled to unit size when they double as W_o."""
@@ -133,9 +135,11 @@ class Decoder(nn.Module):
         s0 = torch.tanh(self.bridge(final))  # (B, D)
         return s0, torch.zeros_like(s0)
 
-    def step_weights(self) -> StepWeights:
+    def step_weights(self, defer_grad: bool = False) -> StepWeights:
+        """defer_grad: take these weights' gradients once per batch, not once per step (training/step_grad.py)."""
         E = self.embed.embedding_dim
-        return StepWeights(self.rnn.weight_ih[:, E:], torch.cat([self.rnn.weight_hh, self.attention.W.weight]))
+        W_c, W_s = self.rnn.weight_ih[:, E:], torch.cat([self.rnn.weight_hh, self.attention.W.weight])
+        return StepWeights(StepLinear(W_c, defer_grad), StepLinear(W_s, defer_grad))
 
     def input_projection(self, y_prev_emb: Tensor) -> Tensor:
         """W_y E y_{i-1} + the LSTM's biases, (..., E) -> (..., 4D): teacher forcing knows every y_{i-1}, so
@@ -148,10 +152,11 @@ class Decoder(nn.Module):
         """One decoder step from W_y E y_{i-1} (B, 4D) and s_{i-1} -> (s_i state, c_i (B, 2H), a_i (B, n))."""
         s_prev, cell = state
         # One product for both uses of s_{i-1}: the LSTM's W_hh s_{i-1} and the attention query W s_{i-1}.
-        hidden, query = (s_prev @ w.W_s.t()).split([w.W_s.size(0) - keys.size(-1), keys.size(-1)], dim=-1)
+        A = keys.size(-1)
+        hidden, query = w.W_s(s_prev).split([w.W_s.out_features - A, A], dim=-1)
         c, a = self.attention.attend(query + self.attention.W.bias, keys, h, mask)
         # The LSTM cell (nn.LSTMCell's gate order i, f, g, o) on the input [E y_{i-1}; c_i].
-        i, f, g, o = (y_proj + hidden + c @ w.W_c.t()).chunk(4, dim=-1)
+        i, f, g, o = (y_proj + hidden + w.W_c(c)).chunk(4, dim=-1)
         cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
         s = torch.sigmoid(o) * torch.tanh(cell)
         return (s, cell), c, a
@@ -186,8 +191,11 @@ class Seq2Seq(nn.Module):
     def encode(self, x: Tensor, x_len: Tensor) -> Encoded:
         h, final = self.encoder(x, x_len)
         mask = x != self.pad_id  # (B, n)
+        # Deferred step gradients need plain fp32 autograd: not under autocast, nor inside a compiled step.
+        defer = (torch.is_grad_enabled() and self.decoder.defer_step_grads
+                 and not torch.is_autocast_enabled(x.device.type))
         return Encoded(h, self.decoder.attention.project_keys(h), mask, self.decoder.init_state(final),
-                       self.decoder.step_weights())
+                       self.decoder.step_weights(defer))
 
     def decode_step(self, y_prev: Tensor, state: State, enc: Encoded) -> tuple[Tensor, State, Tensor]:
         """Inference step: y_{i-1} (B,) ids -> (logits (B, V), s_i state, a_i (B, n)). Greedy and beam use it."""

@@ -123,3 +123,20 @@ def test_tied_softmax_shares_the_target_embeddings_and_survives_a_safetensors_ro
     load_model(loaded, tmp_path / "w.safetensors")
     assert loaded.decoder.generator.weight is loaded.decoder.embed.weight
     torch.testing.assert_close(loaded(x, x_len, y, y)[0], tied(x, x_len, y, y)[0])
+
+
+def test_deferred_step_gradients_equal_autograds_per_step_ones():
+    torch.manual_seed(0)
+    model = Seq2Seq(CFG, 13, 17, PAD_ID)
+    x, x_len = _batch([4, 9, 6])
+    y_in, y_out = torch.randint(4, 17, (3, 7)), torch.randint(4, 17, (3, 7))
+    y_out[1, 3:] = PAD_ID  # sentences end at different steps: the batch narrows inside the loop
+    grads = {}
+    for defer in (True, False):
+        model.zero_grad()
+        model.decoder.defer_step_grads = defer
+        loss, _ = model(x, x_len, y_in, y_out)
+        loss.backward()
+        grads[defer] = {name: p.grad.clone() for name, p in model.named_parameters()}
+    for name, g in grads[False].items():
+        torch.testing.assert_close(grads[True][name], g, msg=name)
