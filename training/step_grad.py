@@ -34,7 +34,12 @@ class _Gradient(Function):
     def backward(ctx: Any, _: Tensor) -> tuple[Tensor, None]:
         steps = ctx.steps
         g = torch.cat([steps.g[i] for i in range(len(steps.x))])
-        return g.t() @ torch.cat(steps.x), None
+        dW = g.t() @ torch.cat(steps.x)
+        # steps.x holds tensors whose graph holds the nodes whose ctx holds steps: a cycle through autograd's
+        # C++ nodes that Python's collector cannot see, so the whole batch's graph would stay in memory.
+        steps.x.clear()
+        steps.g.clear()
+        return dW, None
 
 
 class _Product(Function):
