@@ -44,10 +44,10 @@ def main() -> None:
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(args.threads)
     manifest = prepare(cfg.data, cfg.tokenizer, Path(cfg.work_dir) / "prepared")
-    splits = load_encoded(manifest["encoded"])
+    splits = load_encoded(manifest.encoded)
     train, val = splits["train"], splits["validation"]
-    src_tok, tgt_tok = Tokenizer.from_file(manifest["src_tokenizer"]), Tokenizer.from_file(manifest["tgt_tokenizer"])
-    texts = load_from_disk(manifest["encoded"])
+    src_tok, tgt_tok = Tokenizer.from_file(manifest.src_tokenizer), Tokenizer.from_file(manifest.tgt_tokenizer)
+    texts = load_from_disk(manifest.encoded)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, src_tok, tgt_tok)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, fused=True)

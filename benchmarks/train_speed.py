@@ -28,7 +28,7 @@ from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 from torch.nn.parallel import DistributedDataParallel
 
-from data_prep.prepare import prepare
+from data_prep.prepare import Manifest, prepare
 from flows.config import PipelineConfig, load_config
 from training.batching import global_batches, padding_fraction
 from training.config import ModelConfig
@@ -40,13 +40,13 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "benchmarks" / "reference_bahdanau.py"
 
 
-def _worker(rank: int, world: int, cfg: PipelineConfig, manifest: dict, warmup: int, steps: int, out: str,
+def _worker(rank: int, world: int, cfg: PipelineConfig, manifest: Manifest, warmup: int, steps: int, out: str,
             communicate: bool = True) -> None:
     """Times `steps` training steps of this rank's slice of the global batches. communicate=False trains the
     same slices without DDP: independent processes, the ceiling that data parallelism could reach here."""
     torch.set_num_threads(cfg.scaling.threads)
-    train = load_encoded(manifest["encoded"])["train"]
-    src_tok, tgt_tok = Tokenizer.from_file(manifest["src_tokenizer"]), Tokenizer.from_file(manifest["tgt_tokenizer"])
+    train = load_encoded(manifest.encoded)["train"]
+    src_tok, tgt_tok = Tokenizer.from_file(manifest.src_tokenizer), Tokenizer.from_file(manifest.tgt_tokenizer)
     torch.manual_seed(cfg.train.seed)
     model: torch.nn.Module = build_model(cfg.model, src_tok, tgt_tok)
     ddp = communicate and world > 1
@@ -75,7 +75,7 @@ def _worker(rank: int, world: int, cfg: PipelineConfig, manifest: dict, warmup: 
         dist.destroy_process_group()
 
 
-def timed_steps(cfg: PipelineConfig, manifest: dict, warmup: int, steps: int, out: str, world: int,
+def timed_steps(cfg: PipelineConfig, manifest: Manifest, warmup: int, steps: int, out: str, world: int,
                 communicate: bool = True) -> dict[str, float]:
     """Runs `world` timed worker processes -> sents/s and target tokens/s of the whole group."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29533"))
@@ -89,8 +89,8 @@ def timed_steps(cfg: PipelineConfig, manifest: dict, warmup: int, steps: int, ou
 
 def alignflow_training(cfg: PipelineConfig, warmup: int, steps: int) -> tuple[dict, Translator, list]:
     manifest = prepare(cfg.data, cfg.tokenizer, Path(cfg.work_dir) / "prepared")
-    train = load_encoded(manifest["encoded"])["train"]
-    src_tok, tgt_tok = Tokenizer.from_file(manifest["src_tokenizer"]), Tokenizer.from_file(manifest["tgt_tokenizer"])
+    train = load_encoded(manifest.encoded)["train"]
+    src_tok, tgt_tok = Tokenizer.from_file(manifest.src_tokenizer), Tokenizer.from_file(manifest.tgt_tokenizer)
     model = build_model(cfg.model, src_tok, tgt_tok)
     world = cfg.scaling.num_workers
     batches = global_batches(train.src_len, train.tgt_len, cfg.train.batch_tokens, cfg.train.seed, 1, min_size=world)
@@ -102,7 +102,7 @@ def alignflow_training(cfg: PipelineConfig, warmup: int, steps: int) -> tuple[di
         figures = timed_steps(cfg, manifest, warmup, steps, out, world)
         load_model(model, f"{out}/model.safetensors")
     torch.set_num_threads(cfg.scaling.num_workers * cfg.scaling.threads)
-    sources = load_from_disk(manifest["encoded"])["test"]["src"]
+    sources = load_from_disk(manifest.encoded)["test"]["src"]
     timed = np.concatenate(batches[warmup : warmup + steps])
     flops = gemm_flops_per_sentence(cfg.model, tgt_tok.get_vocab_size(), train.src_len[timed], train.tgt_len[timed])
     shape = {"vocab": tgt_tok.get_vocab_size(), "sents": len(timed) / steps / world,

@@ -1,11 +1,13 @@
 """Load -> validate -> tokenize -> encode -> length-filter -> save, into a directory named by a fingerprint of
 the corpus content and the settings, so an unchanged corpus with unchanged settings is never prepared twice."""
 
+import dataclasses
 import hashlib
 import json
 import logging
 import shutil
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,37 @@ log = logging.getLogger(__name__)
 # Bump when the on-disk layout or the preparation logic changes, so old caches are not reused.
 PREP_VERSION = 2
 MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What `prepare` made: where the tokenizers and encoded splits are, and what went into them. Written beside
+    them as manifest.json; `reused` and `cached` say how this run got it and are not part of that file."""
+
+    fingerprint: str
+    source: str
+    lineage: dict[str, Any]  # format, location, revision, digest of the corpus
+    dir: str
+    encoded: str  # datasets DatasetDict on disk: src, tgt, src_ids, tgt_ids per split
+    src_tokenizer: str  # tokenizer.json paths
+    tgt_tokenizer: str
+    tokenizer_kind: str
+    splits: dict[str, int]  # pairs kept per split
+    skipped_blank: dict[str, int]
+    dropped_too_long: dict[str, int]
+    src_vocab: int
+    tgt_vocab: int
+    timings: dict[str, float]  # seconds per build stage
+    reused: bool = False  # found on disk rather than built
+    cached: bool = False  # the Prefect task was skipped (flows/pipeline.py)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in ("reused", "cached")}
+
+    @classmethod
+    def read(cls, directory: Path) -> "Manifest":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads((directory / MANIFEST).read_text()).items() if k in known})
 
 
 def fingerprint(data: DataConfig, tokenizer: TokenizerConfig) -> str:
@@ -46,13 +79,12 @@ def _filter_long(corpus: DatasetDict, max_len: int, num_proc: int) -> tuple[Data
     return kept, dropped
 
 
-def prepare(data: DataConfig, tokenizer: TokenizerConfig, root: Path) -> dict[str, Any]:
+def prepare(data: DataConfig, tokenizer: TokenizerConfig, root: Path) -> Manifest:
     """Prepares the corpus under `root/<fingerprint>` (or reuses it) and returns its manifest."""
     fp = fingerprint(data, tokenizer)
     out = Path(root).resolve() / fp
     if (out / MANIFEST).exists():
-        manifest = json.loads((out / MANIFEST).read_text())
-        return {**manifest, "reused": True}
+        return dataclasses.replace(Manifest.read(out), reused=True)
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -80,23 +112,23 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, root: Path) -> dict[st
     src_tok.save(str(tmp / "src_tokenizer.json"))
     tgt_tok.save(str(tmp / "tgt_tokenizer.json"))
     encoded.save_to_disk(str(tmp / "encoded"))
-    manifest = {
-        "fingerprint": fp,
-        "source": data.source,
-        "lineage": corpus.lineage,
-        "dir": str(out),
-        "encoded": str(out / "encoded"),
-        "src_tokenizer": str(out / "src_tokenizer.json"),
-        "tgt_tokenizer": str(out / "tgt_tokenizer.json"),
-        "tokenizer_kind": kind,
-        "splits": {s: len(encoded[s]) for s in SPLITS},
-        "skipped_blank": corpus.skipped_blank,
-        "dropped_too_long": dropped,
-        "src_vocab": src_tok.get_vocab_size(),
-        "tgt_vocab": tgt_tok.get_vocab_size(),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    manifest = Manifest(
+        fingerprint=fp,
+        source=data.source,
+        lineage=corpus.lineage,
+        dir=str(out),
+        encoded=str(out / "encoded"),
+        src_tokenizer=str(out / "src_tokenizer.json"),
+        tgt_tokenizer=str(out / "tgt_tokenizer.json"),
+        tokenizer_kind=kind,
+        splits={s: len(encoded[s]) for s in SPLITS},
+        skipped_blank=corpus.skipped_blank,
+        dropped_too_long=dropped,
+        src_vocab=src_tok.get_vocab_size(),
+        tgt_vocab=tgt_tok.get_vocab_size(),
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )
+    (tmp / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    return {**manifest, "reused": False}
+    return manifest

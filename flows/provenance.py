@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from flows.config import PipelineConfig, flatten
+from training.tracking import RunSpec
 
 # Where things run or are recorded: they change neither the model nor its scores.
 _NOT_RESULT = ("work_dir", "tracking.uri", "tracking.experiment", "tracking.run_name", "tracking.model_name",
@@ -101,6 +102,15 @@ def run_tags(config: PipelineConfig, data_fingerprint: str) -> dict[str, str]:
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit.removesuffix("+dirty")  # shown by the MLflow UI
     return tags
+
+
+def run_spec(config: PipelineConfig, data_fingerprint: str) -> RunSpec:
+    """What the pipeline's MLflow run records when it starts: names, tags, params and config.json."""
+    logged = {**config.model_dump(mode="json"),
+              "tracking": {**config.tracking.model_dump(mode="json"), "uri": redact(config.tracking.uri)}}
+    return RunSpec(experiment=config.tracking.experiment, name=run_name(config),
+                   resume_name=config.tracking.run_name, params=params(config),
+                   tags=run_tags(config, data_fingerprint), config=logged, corpus=config.data.source)
 
 
 def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:

@@ -48,8 +48,10 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: int = 300):
-    """Runs `alignflow ...` in a fresh process, as a user would."""
+    """Runs `alignflow ...` in a fresh process, as a user would, on this checkout's code (PYTHONPATH: the cwd is
+    a test's temp dir, and an editable install may point at another checkout)."""
     import subprocess
 
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
-                          input=stdin, timeout=timeout, env={**os.environ, **(env or {})}, cwd=os.getcwd())
+                          input=stdin, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+                          cwd=os.getcwd())

@@ -37,6 +37,15 @@ class EncodedSplit:
         return self.tgt_ids[self.tgt_off[i] : self.tgt_off[i + 1]]
 
 
+@dataclass(frozen=True)
+class TrainData:
+    """What every training worker receives through Ray's object store."""
+
+    train: EncodedSplit
+    validation: EncodedSplit
+    val_refs: list[str]  # raw validation references, for BLEU
+
+
 def _flat(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     arr = col.combine_chunks()
     offsets = arr.offsets.to_numpy().astype(np.int64)
@@ -77,3 +86,9 @@ def collate(split: EncodedSplit, idx: list[int], device: torch.device | str = "c
 
 def encode_source(ids: list[int]) -> list[int]:
     return [*ids, EOS_ID]
+
+
+def load_train_data(encoded: str) -> TrainData:
+    """The training and validation splits of a prepared corpus, and the validation references."""
+    splits = load_encoded(encoded)
+    return TrainData(splits["train"], splits["validation"], list(load_from_disk(encoded)["validation"]["tgt"]))

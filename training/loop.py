@@ -14,6 +14,7 @@ import json
 import math
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from data_prep.specials import EOS_ID
 from training.batching import global_batches, worker_slice
 from training.config import ModelConfig, TrainConfig
-from training.data import EncodedSplit, collate
+from training.data import EncodedSplit, TrainData, collate
 from training.heatmap import plot_attention
 from training.metrics import score
 from training.model import Seq2Seq
@@ -165,16 +166,48 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, train: Encode
     return loss.item(), int(n)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    job = LoopConfig.model_validate(config["job"])
-    data: dict[str, Any] = ray.get(config["data"])
-    train, val, val_refs = data["train"], data["validation"], data["val_refs"]
+@dataclass
+class Progress:
+    """The counters an exact resume needs beside weights, optimizer and RNG; saved as progress.json."""
+
+    epoch: int = 0
+    step: int = 0  # optimizer updates: the same count for any number of workers
+    best: float = -math.inf  # best selection metric so far (early stopping)
+    bad_epochs: int = 0
+    # Wall-clock time spent training so far, across resumes, validation and checkpoints included; checkpoints
+    # written before the time budget existed lack it.
+    seconds: float = 0.0
+
+    @classmethod
+    def load(cls, path: Path) -> "Progress":
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)))
+
+
+@dataclass
+class Worker:
+    """One worker's place in the group and the objects every piece of its loop uses."""
+
+    job: LoopConfig
+    rank: int
+    world: int
+    device: torch.device
+    model: nn.Module  # DDP-wrapped once prepare_model has run
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None  # None: anneal sets the LR from progress
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    src_tok: Tokenizer
+    tgt_tok: Tokenizer
+
+
+def setup(job: LoopConfig) -> Worker:
+    """The model, optimizer and LR schedule of this worker, with the same initial weights on every rank."""
     torch.set_num_threads(job.threads)  # the worker's CPU reservation: don't oversubscribe the node
     ctx = ray.train.get_context()  # [1]
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, device = ctx.get_world_rank(), ray.train.torch.get_device()
     torch.manual_seed(job.train.seed)  # same initial weights everywhere (DDP also broadcasts rank 0's)
-
     src_tok, tgt_tok = Tokenizer.from_str(job.src_tokenizer), Tokenizer.from_str(job.tgt_tokenizer)
     model = build_model(job.model, src_tok, tgt_tok)
     if job.train.compile:  # the per-token loop body; shapes vary by batch, hence dynamic
@@ -182,107 +215,165 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.decoder.defer_step_grads = False
     optimizer = torch.optim.Adam(model.parameters(), lr=job.train.lr, fused=True)  # one kernel: ~3x faster step
     scaler = torch.amp.GradScaler(device.type) if job.train.precision == "fp16" else None
-    scheduler = None  # anneal sets the LR from the fraction of training done, which progress holds
+    scheduler = None
     if job.train.lr_schedule == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=job.train.lr_decay, patience=job.train.lr_patience)
-    progress = {"epoch": 0, "step": 0, "best": -math.inf, "bad_epochs": 0, "seconds": 0.0}
     torch.manual_seed(job.train.seed + 1 + rank)  # distinct dropout masks per rank
+    return Worker(job, rank, ctx.get_world_size(), device, model, optimizer, scheduler, scaler, src_tok, tgt_tok)
 
-    checkpoint = ray.train.get_checkpoint()  # [2] set when Ray restarts the group or the run is resumed
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            load_model(model, Path(d) / WEIGHTS)
-            state = torch.load(Path(d) / TRAINER_STATE, weights_only=True)
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler and state["scheduler"]:
-                scheduler.load_state_dict(state["scheduler"])
-            progress = json.loads((Path(d) / PROGRESS).read_text())
-            if len(state["rng"]) == world:  # else a different worker count: keep the fresh per-rank seeds
-                _set_rng_state(state["rng"][rank], device)
-    start_epoch = progress["epoch"] + 1
-    model = ray.train.torch.prepare_model(model)  # [3] moves to the device and wraps in DDP
-    compress_gradients(model, job.grad_compression)
+
+def restore(w: Worker, checkpoint: ray.train.Checkpoint) -> Progress:
+    """Weights, optimizer, LR scheduler, progress and (same worker count only) this rank's RNG state."""
+    with checkpoint.as_directory() as d:
+        load_model(w.model, Path(d) / WEIGHTS)
+        state = torch.load(Path(d) / TRAINER_STATE, weights_only=True)
+        w.optimizer.load_state_dict(state["optimizer"])
+        if w.scheduler and state["scheduler"]:
+            w.scheduler.load_state_dict(state["scheduler"])
+        progress = Progress.load(Path(d) / PROGRESS)
+        if len(state["rng"]) == w.world:  # else a different worker count: keep the fresh per-rank seeds
+            _set_rng_state(state["rng"][w.rank], w.device)
+    return progress
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """Rank 0's hold on the driver's MLflow run: the logger, and the global steps the run already has (an epoch
+    repeated after a failure or resume is not logged twice)."""
+
+    logger: RunLogger
+    logged_steps: frozenset[int]
+
+
+def open_run_log(w: Worker) -> EpochLog | None:
+    """Rank 0's EpochLog; None on the other ranks. Collective: every rank must call it."""
     node_ids = _gather([ray.get_runtime_context().get_node_id()])
-    logger, logged_steps = None, set()
-    if rank == 0:
-        logger = RunLogger(job.tracking_uri, job.run_id)
-        logged_steps = {m.step for m in logger.client.get_metric_history(job.run_id, "epoch")}
-        logger.client.set_tag(job.run_id, "ray.worker_nodes", json.dumps([n for [n] in node_ids]))
-        if checkpoint:
-            print(f"resuming at epoch {start_epoch} (global step {progress['step']}) on {world} workers")
+    if w.rank != 0:
+        return None
+    logger = RunLogger(w.job.tracking_uri, w.job.run_id)
+    logger.client.set_tag(w.job.run_id, "ray.worker_nodes", json.dumps([n for [n] in node_ids]))
+    return EpochLog(logger, frozenset(m.step for m in logger.client.get_metric_history(w.job.run_id, "epoch")))
 
-    # progress["seconds"]: wall-clock time spent training so far, across resumes, validation and checkpoints
-    # included; checkpoints written before the time budget existed lack it.
+
+@dataclass(frozen=True)
+class EpochTrained:
+    """What one epoch's steps leave for its metrics."""
+
+    epoch: int
+    loss_sum: float  # this rank's summed loss
+    tokens: float  # this rank's target tokens
+    seconds: float  # on the slowest rank
+
+
+def train_epoch(w: Worker, train: EncodedSplit, progress: Progress, epoch: int, budget: float,
+                reserve: float) -> EpochTrained:
+    """The steps of one epoch, each after setting the LR (anneal schedule); cut short, at the same step on every
+    rank, when the time budget runs out. `reserve`: the last epoch's validation + checkpoint time, kept free for
+    this one's."""
+    cfg = w.job.train
+    w.model.train()
+    batches = global_batches(train.src_len, train.tgt_len, cfg.batch_tokens, cfg.seed, epoch, min_size=w.world)
+    t0, loss_sum, tokens = time.perf_counter(), 0.0, 0.0
+    spent = progress.seconds + reserve
+    for batch in batches:
+        if w.scheduler is None:
+            done = max(progress.step / (cfg.epochs * len(batches)), spent / budget)
+            for group in w.optimizer.param_groups:
+                group["lr"] = annealed_lr(cfg.lr, done, cfg.lr_anneal)
+        loss, n = train_step(w.model, w.optimizer, train, batch, w.rank, w.world, w.device, cfg.clip_norm,
+                             cfg.label_smoothing, cfg.precision, w.scaler)
+        progress.step += 1
+        loss_sum, tokens = loss_sum + loss, tokens + n
+        # Every rank must stop at the same step: take the slowest rank's clock.
+        if budget < math.inf:
+            spent = progress.seconds + reserve + _allreduce([time.perf_counter() - t0], dist.ReduceOp.MAX)[0]
+            if spent >= budget:
+                break
+    [elapsed] = _allreduce([time.perf_counter() - t0], dist.ReduceOp.MAX)  # the group is as slow as its slowest
+    return EpochTrained(epoch, loss_sum, tokens, elapsed)
+
+
+def validate_epoch(w: Worker, data: TrainData, progress: Progress, trained: EpochTrained,
+                   start_epoch: int) -> tuple[dict[str, float], Translator]:
+    """The epoch's metrics (training figures, validation loss and decoded scores); steps the plateau LR schedule
+    and early stopping on the selection metric. Also returns the translator, for the heatmaps."""
+    loss_sum, tokens = _allreduce([trained.loss_sum, trained.tokens])
+    net = _unwrap(w.model)
+    cfg = w.job.train
+    translator = Translator(net, w.src_tok, w.tgt_tok, cfg.max_output_ratio,
+                            beam_size=cfg.val_beam_size or cfg.beam_size, length_penalty=cfg.length_penalty)
+    metrics = {"epoch": trained.epoch, "start_epoch": start_epoch, "train_loss": loss_sum / max(1.0, tokens),
+               "train_tokens_per_s": tokens / trained.seconds, "lr": w.optimizer.param_groups[0]["lr"],
+               **validate(net, translator, data.validation, data.val_refs, w.rank, w.world, w.device)}
+    selected = metrics[w.job.select_metric]
+    if w.scheduler:
+        w.scheduler.step(selected)
+    if selected > progress.best:
+        progress.best, progress.bad_epochs = selected, 0
+    else:
+        progress.bad_epochs += 1
+    progress.epoch = trained.epoch
+    return metrics, translator
+
+
+def write_checkpoint(w: Worker, progress: Progress, rng: list[dict[str, torch.Tensor]], out: Path) -> None:
+    """Everything an exact resume needs, into `out` (rank 0)."""
+    save_model(_unwrap(w.model), str(out / WEIGHTS))  # stores a tied W_o once
+    torch.save({"optimizer": w.optimizer.state_dict(), "scheduler": w.scheduler.state_dict() if w.scheduler else {},
+                "rng": rng}, out / TRAINER_STATE)
+    progress.save(out / PROGRESS)
+    (out / MODEL_CONFIG).write_text(w.job.model.model_dump_json())
+
+
+def save_and_report(w: Worker, progress: Progress, metrics: dict[str, float], translator: Translator,
+                    val: EncodedSplit, log: EpochLog | None) -> None:
+    """Rank 0 writes the checkpoint and logs the epoch to MLflow; every rank reports. [4]"""
+    rng = _gather([_rng_state(w.device)])  # collective: every rank takes part
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as plots:
+        ckpt = None
+        if w.rank == 0:  # one writer; every rank still reports
+            assert log is not None
+            write_checkpoint(w, progress, [r for [r] in rng], Path(tmp))
+            # Logged before the report: a crash in between repeats this epoch, and the step check keeps
+            # the repeat out of the curves; logging after could lose the epoch's point instead.
+            if progress.step not in log.logged_steps:
+                log.logger.metrics(metrics, step=progress.step)
+                epoch = progress.epoch
+                for path in plot_examples(translator, val, w.job.train.heatmap_examples, epoch, Path(plots)):
+                    log.logger.artifact(path, f"attention/epoch_{epoch:03d}")
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    job = LoopConfig.model_validate(config["job"])
+    data: TrainData = ray.get(config["data"])
+    w = setup(job)
+    checkpoint = ray.train.get_checkpoint()  # [2] set when Ray restarts the group or the run is resumed
+    progress = restore(w, checkpoint) if checkpoint else Progress()
+    start_epoch = progress.epoch + 1
+    w.model = ray.train.torch.prepare_model(w.model)  # [3] moves to the device and wraps in DDP
+    compress_gradients(w.model, job.grad_compression)
+    log = open_run_log(w)
+    if checkpoint and w.rank == 0:
+        print(f"resuming at epoch {start_epoch} (global step {progress.step}) on {w.world} workers")
+
     budget = job.train.max_minutes * 60 if job.train.max_minutes else math.inf
-    progress.setdefault("seconds", 0.0)
     # The last epoch's validation + checkpoint time, reserved so that the budget also covers the next ones.
     reserve = 0.0
     # An epoch starts only if the budget has room for a step beyond the reserve (else it would be one step
     # followed by a repeat of the last validation).
-    while (progress["epoch"] < job.train.epochs and progress["bad_epochs"] < job.train.patience
-           and progress["seconds"] + reserve < budget):
-        epoch = progress["epoch"] + 1
-        model.train()
-        batches = global_batches(train.src_len, train.tgt_len, job.train.batch_tokens, job.train.seed, epoch,
-                                 min_size=world)
-        t0, loss_sum, tokens = time.perf_counter(), 0.0, 0.0
-        spent = progress["seconds"] + reserve
-        for batch in batches:
-            if scheduler is None:
-                done = max(progress["step"] / (job.train.epochs * len(batches)), spent / budget)
-                for group in optimizer.param_groups:
-                    group["lr"] = annealed_lr(job.train.lr, done, job.train.lr_anneal)
-            loss, n = train_step(model, optimizer, train, batch, rank, world, device, job.train.clip_norm,
-                                 job.train.label_smoothing, job.train.precision, scaler)
-            progress["step"] += 1
-            loss_sum, tokens = loss_sum + loss, tokens + n
-            # Every rank must stop at the same step: take the slowest rank's clock.
-            if budget < math.inf:
-                spent = progress["seconds"] + reserve + _allreduce([time.perf_counter() - t0], dist.ReduceOp.MAX)[0]
-                if spent >= budget:
-                    break
-        [elapsed] = _allreduce([time.perf_counter() - t0], dist.ReduceOp.MAX)  # the group is as slow as its slowest
+    while (progress.epoch < job.train.epochs and progress.bad_epochs < job.train.patience
+           and progress.seconds + reserve < budget):
+        trained = train_epoch(w, data.train, progress, progress.epoch + 1, budget, reserve)
         t_val = time.perf_counter()
-        loss_sum, tokens = _allreduce([loss_sum, tokens])
-        net = _unwrap(model)
-        translator = Translator(net, src_tok, tgt_tok, job.train.max_output_ratio,
-                                beam_size=job.train.val_beam_size or job.train.beam_size,
-                                length_penalty=job.train.length_penalty)
-        metrics = {"epoch": epoch, "start_epoch": start_epoch, "train_loss": loss_sum / max(1.0, tokens),
-                   "train_tokens_per_s": tokens / elapsed, "lr": optimizer.param_groups[0]["lr"],
-                   **validate(net, translator, val, val_refs, rank, world, device)}
-        if scheduler:
-            scheduler.step(metrics[job.select_metric])
-        if metrics[job.select_metric] > progress["best"]:
-            progress["best"], progress["bad_epochs"] = metrics[job.select_metric], 0
-        else:
-            progress["bad_epochs"] += 1
-        progress["epoch"] = epoch
+        metrics, translator = validate_epoch(w, data, progress, trained, start_epoch)
         [validation_s] = _allreduce([time.perf_counter() - t_val], dist.ReduceOp.MAX)
-        progress["seconds"] += elapsed + validation_s
-        metrics["train_minutes"] = progress["seconds"] / 60  # for curves by wall-clock time
+        progress.seconds += trained.seconds + validation_s
+        metrics["train_minutes"] = progress.seconds / 60  # for curves by wall-clock time
         t_ckpt = time.perf_counter()
-        rng = _gather([_rng_state(device)])  # collective: every rank takes part
-
-        with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as plots:
-            ckpt = None
-            if rank == 0:  # one writer; every rank still reports
-                save_model(net, str(Path(tmp) / WEIGHTS))  # stores a tied W_o once
-                torch.save({"optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict() if scheduler else {},
-                            "rng": [r for [r] in rng]}, Path(tmp) / TRAINER_STATE)
-                (Path(tmp) / PROGRESS).write_text(json.dumps(progress))
-                (Path(tmp) / MODEL_CONFIG).write_text(job.model.model_dump_json())
-                assert logger is not None
-                # Logged before the report: a crash in between repeats this epoch, and the step check keeps
-                # the repeat out of the curves; logging after could lose the epoch's point instead.
-                if progress["step"] not in logged_steps:
-                    logger.metrics(metrics, step=progress["step"])
-                    for path in plot_examples(translator, val, job.train.heatmap_examples, epoch, Path(plots)):
-                        logger.artifact(path, f"attention/epoch_{epoch:03d}")
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)  # [4]
+        save_and_report(w, progress, metrics, translator, data.validation, log)
         checkpoint_s = time.perf_counter() - t_ckpt
-        progress["seconds"] += checkpoint_s  # checkpointing counts against the budget too
+        progress.seconds += checkpoint_s  # checkpointing counts against the budget too
         reserve = validation_s + checkpoint_s

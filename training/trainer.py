@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,6 +21,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from training.config import ScalingSettings
+from training.data import TrainData
 from training.loop import LoopConfig, train_loop_per_worker
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -64,9 +66,16 @@ class _AbortingTrainer(TorchTrainer):
             signal.signal(s, stop)
 
 
-def fit(job: LoopConfig, data: dict[str, Any], scaling: ScalingSettings, name: str, storage_path: Path | str,
-        keep: int) -> dict[str, Any]:
-    """Train on the Ray cluster; returns the best checkpoint's path, its metrics and the last epoch's metrics.
+@dataclass(frozen=True)
+class FitResult:
+    checkpoint: str  # local directory of the best checkpoint by the selection metric
+    metrics: dict[str, float]  # that checkpoint's epoch metrics
+    last_metrics: dict[str, float]  # the last epoch's metrics
+
+
+def fit(job: LoopConfig, data: TrainData, scaling: ScalingSettings, name: str, storage_path: Path | str,
+        keep: int) -> FitResult:
+    """Train on the Ray cluster: the best checkpoint, its metrics and the last epoch's metrics.
 
     `name` + `storage_path` identify the run: calling again with the same pair resumes it. On a multi-node
     cluster `storage_path` must be shared (NFS mount, or s3://... / gs://... via pyarrow filesystems): workers
@@ -107,4 +116,4 @@ def fit(job: LoopConfig, data: dict[str, Any], scaling: ScalingSettings, name: s
     best, metrics = max(result.best_checkpoints, key=lambda cm: cm[1][job.select_metric])
     # Evaluation and registration read files: fetch the checkpoint when it lives in cloud storage.
     local = best.path if "://" not in storage else best.to_directory()
-    return {"checkpoint": local, "metrics": metrics, "last_metrics": result.metrics, "storage": result.path}
+    return FitResult(local, metrics, result.metrics)

@@ -23,14 +23,14 @@ def test_char_tokenizer_round_trips_text():
 
 def test_prepare_writes_then_reuses_and_settings_change_the_fingerprint(tmp_path):
     first = prepare(SMALL, TokenizerConfig(), tmp_path)
-    assert first["reused"] is False
-    assert first["splits"] == {"train": 300, "validation": 20, "test": 20}
-    assert json.loads((tmp_path / first["fingerprint"] / "manifest.json").read_text())["fingerprint"]
+    assert first.reused is False
+    assert first.splits == {"train": 300, "validation": 20, "test": 20}
+    assert json.loads((tmp_path / first.fingerprint / "manifest.json").read_text())["fingerprint"]
     second = prepare(SMALL, TokenizerConfig(), tmp_path)
-    assert second["reused"] is True and second["fingerprint"] == first["fingerprint"]
-    assert fingerprint(SMALL, TokenizerConfig(lowercase=True)) != first["fingerprint"]
-    assert fingerprint(SMALL.model_copy(update={"seed": 9}), TokenizerConfig()) != first["fingerprint"]
-    assert fingerprint(SMALL, TokenizerConfig(num_proc=2)) == first["fingerprint"]  # speed only
+    assert second.reused is True and second.fingerprint == first.fingerprint
+    assert fingerprint(SMALL, TokenizerConfig(lowercase=True)) != first.fingerprint
+    assert fingerprint(SMALL.model_copy(update={"seed": 9}), TokenizerConfig()) != first.fingerprint
+    assert fingerprint(SMALL, TokenizerConfig(num_proc=2)) == first.fingerprint  # speed only
 
 
 def test_validation_names_split_row_and_column():
@@ -52,13 +52,13 @@ def test_local_corpus_length_filter_counts_and_content_invalidation(tmp_path):
                       max_len=12)
     tok = TokenizerConfig(vocab_size=60, min_frequency=1)
     first = prepare(data, tok, tmp_path / "prepared")
-    assert first["tokenizer_kind"] == "bpe" and first["lineage"]["format"] == "text"
-    assert first["skipped_blank"] == {"train": 1, "validation": 0, "test": 0}
-    assert first["dropped_too_long"]["train"] == 1  # "Kinder spielen" x8 is far over 12 subwords
-    assert first["splits"]["train"] == 2
-    assert prepare(data, tok, tmp_path / "prepared")["reused"] is True
+    assert first.tokenizer_kind == "bpe" and first.lineage["format"] == "text"
+    assert first.skipped_blank == {"train": 1, "validation": 0, "test": 0}
+    assert first.dropped_too_long["train"] == 1  # "Kinder spielen" x8 is far over 12 subwords
+    assert first.splits["train"] == 2
+    assert prepare(data, tok, tmp_path / "prepared").reused is True
     (root / "val.en").write_bytes(lines(["A cat runs.", "x", "y", "z"]))  # same path, new content
     again = prepare(data, tok, tmp_path / "prepared")
-    assert again["reused"] is False and again["fingerprint"] != first["fingerprint"]
+    assert again.reused is False and again.fingerprint != first.fingerprint
     with pytest.raises(DataError, match=r"data.max_len=1: every pair of split 'train' is longer"):
         prepare(data.model_copy(update={"max_len": 1}), tok, tmp_path / "prepared")

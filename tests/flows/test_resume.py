@@ -3,10 +3,15 @@ data and model settings still match its checkpoints."""
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from data_prep.errors import ConfigError
-from flows.config import flatten, load_config
-from flows.pipeline import COMPLETE_TAG, RUN_NAME_TAG, _resumable_run
+from flows.config import PipelineConfig, flatten, load_config
+from training.tracking import COMPLETE_TAG, RUN_NAME_TAG, resumable_run
+
+
+def _resumable_run(client: MlflowClient, exp: str, config: PipelineConfig) -> Run | None:
+    return resumable_run(client, exp, config.tracking.run_name, flatten(config))
 
 
 @pytest.fixture

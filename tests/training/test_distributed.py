@@ -17,8 +17,9 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.config import load_config
-from flows.pipeline import RUN_NAME_TAG, train_pipeline
+from flows.pipeline import train_pipeline
 from tests.conftest import REPO
+from training.tracking import RUN_NAME_TAG
 from training.translator import MODEL_CONFIG, WEIGHTS, Translator
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from data_prep.config import DataConfig, TokenizerConfig
 from data_prep.prepare import prepare
 from training import trainer
 from training.config import ModelConfig, ScalingSettings, TrainConfig
-from training.data import load_encoded
+from training.data import TrainData, load_encoded
 from training.loop import LoopConfig, annealed_lr
 
 BUDGET_MINUTES = 0.15
@@ -19,8 +19,8 @@ BUDGET_MINUTES = 0.15
 def test_a_run_stops_when_its_time_budget_is_spent(ray_cluster, tracking_uri, tmp_path: Path):
     manifest = prepare(DataConfig.model_validate({"sizes": {"train": 4000, "validation": 40, "test": 10}}),
                        TokenizerConfig(), tmp_path / "prepared")
-    splits = load_encoded(manifest["encoded"])
-    data = {"train": splits["train"], "validation": splits["validation"], "val_refs": ["x"] * 40}
+    splits = load_encoded(manifest.encoded)
+    data = TrainData(splits["train"], splits["validation"], ["x"] * 40)
     client = MlflowClient(tracking_uri)
     exp = client.create_experiment("budget", artifact_location=(tmp_path / "artifacts").as_uri())
     run_id = client.create_run(exp).info.run_id
@@ -30,13 +30,13 @@ def test_a_run_stops_when_its_time_budget_is_spent(ray_cluster, tracking_uri, tm
         # falls inside one
         train=TrainConfig(epochs=1000, patience=1000, batch_tokens=256, max_minutes=BUDGET_MINUTES,
                           lr_schedule="anneal", lr_anneal=0.5, heatmap_examples=0),
-        select_metric="val_bleu", src_tokenizer=Path(manifest["src_tokenizer"]).read_text(),
-        tgt_tokenizer=Path(manifest["tgt_tokenizer"]).read_text(), threads=1, tracking_uri=tracking_uri,
+        select_metric="val_bleu", src_tokenizer=Path(manifest.src_tokenizer).read_text(),
+        tgt_tokenizer=Path(manifest.tgt_tokenizer).read_text(), threads=1, tracking_uri=tracking_uri,
         run_id=run_id)
     out = trainer.fit(job, data, ScalingSettings(num_workers=2, max_failures=0), name="budget",
                       storage_path=tmp_path / "ray", keep=1)
 
-    last = out["last_metrics"]
+    last = out.last_metrics
     assert last["epoch"] < 1000
     # the budget covers steps and validation; checkpointing the last epoch may add a moment
     assert BUDGET_MINUTES * 0.8 <= last["train_minutes"] <= BUDGET_MINUTES * 1.5
