@@ -1,7 +1,9 @@
 """The embedded default corpus: human-written dates -> ISO 8601, generated deterministically from a seed.
 
-Conventions are fixed so every source string has exactly one reading: slashes are US month/day/year,
-dots and dashes with numbers are day.month.year, and two-digit years pivot at 50 (49 -> 2049, 50 -> 1950).
+Conventions are fixed so every source string has exactly one reading: slashes are US month/day/year unless
+the year comes first (year/month/day), dots and dashes with numbers are day.month.year unless the year comes
+first (ISO order), and two-digit years pivot at 50 (49 -> 2049, 50 -> 1950). A date already in ISO 8601
+(`1973-04-26`, or the basic form `19730426`) is one of the inputs: a normalizer passes a normalized date through.
 """
 
 import datetime as dt
@@ -48,11 +50,26 @@ def render(d: dt.date, style: int) -> str:
         f"{d.year}/{d.month:02d}/{d.day:02d}",
         f"{day.lower()} the {ordinal(d.day)} of {mon.lower()} {yy}",
         f"{month} {d.day} '{yy}",
+        # ISO 8601 itself (maps to itself), its basic form, and other forms people type
+        d.isoformat(),
+        f"{d.year}{d.month:02d}{d.day:02d}",
+        f"{d.year}-{d.month}-{d.day}",
+        f"{mon} {d.day}, {d.year}",
+        f"{d.day:02d}-{d.month:02d}-{d.year}",
+        f"{d.day}.{d.month}.{yy}",
+        f"{ordinal(d.day)} {month} {d.year}",
+        f"{month.lower()} {d.day} {d.year}",
+        f"{day}, {d.day} {month} {d.year}",
+        f"{d.month}/{d.day}/{yy}",
+        f"{d.day} {mon} {d.year}",
     ]
     return forms[style % len(forms)]
 
 
-NUM_STYLES = 16
+NUM_STYLES = 27
+ISO_STYLE = 16  # render(d, ISO_STYLE) == d.isoformat()
+# Part of the corpus fingerprint: bump when the forms or their sampling change, so no cache keeps an old corpus.
+VERSION = 2
 
 
 def generate_pairs(n: int, rng: random.Random) -> list[dict[str, str]]:

@@ -14,6 +14,7 @@ from typing import Any
 from datasets import DatasetDict
 
 from data_prep.config import DataConfig
+from data_prep.dates import VERSION as DATES_VERSION
 from data_prep.dates import dates_corpus
 from data_prep.errors import ConfigError, DataError
 from data_prep.hub import hub_splits, load_hub
@@ -117,7 +118,7 @@ def source_fingerprint(cfg: DataConfig, source: Source | None = None) -> str:
     revision (an unpinned revision is keyed as "latest": pin a commit to notice upstream changes)."""
     source = source or resolve_source(cfg)
     if source.format == "dates":
-        return f"dates:{cfg.sizes.model_dump_json()}:{cfg.seed}"
+        return f"dates:v{DATES_VERSION}:{cfg.sizes.model_dump_json()}:{cfg.seed}"
     if source.files:
         return f"{source.format}:sha256:{_digest([p for ps in source.files.values() for p in ps], source.location)}"
     return f"hub:{source.location}:{cfg.hub_config}:{cfg.revision or 'latest'}"

@@ -4,6 +4,7 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 
 from data_prep.errors import AlignflowError
 
@@ -73,26 +74,46 @@ def _deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import version
+
+    return f"alignflow {version('alignflow')}"
+
+
+def _subcommand(sub: argparse._SubParsersAction, name: str, help: str, example: str,
+                details: str | None = None) -> argparse.ArgumentParser:
+    """A command whose --help ends with a one-line example; `details` follow the one-line help."""
+    description = f"{help}\n\n{textwrap.fill(details, 100)}" if details else help
+    return sub.add_parser(name, help=help, description=description,
+                          epilog=f"example: {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="alignflow", description=__doc__)
+    p = argparse.ArgumentParser(prog="alignflow",
+                                description="Train attention seq2seq models: Prefect flow, Ray Train, MLflow.",
+                                epilog="example: alignflow run --config configs/default.yaml   (see COMMAND --help)",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="prepare data, train on Ray, evaluate and register (a Prefect flow)")
+    run = _subcommand(sub, "run", "prepare data, train on Ray, evaluate and register (a Prefect flow)",
+                      "alignflow run --config configs/default.yaml --set train.epochs=2")
     run.add_argument("--config", help="YAML config (see configs/default.yaml)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set train.epochs=3 (repeatable)")
     run.set_defaults(func=_run)
-    tr = sub.add_parser(
-        "translate", help="translate text with a registered model",
-        description="One output line per input line, in order; a blank line gives a blank line. A line longer "
-                    "than the longest source the model was trained on (data.max_len tokens) is cut to that many "
-                    "tokens, with a warning naming the line.")
+    tr = _subcommand(sub, "translate", "translate text with a registered model",
+                     'alignflow translate --model models:/alignflow-dates@champion "the 3rd of March 1998"',
+                     "One output line per input line, in order; a blank line gives a blank line. A line longer than "
+                     "the longest source the model was trained on (data.max_len tokens) is cut to that many tokens, "
+                     "with a warning naming the line.")
     tr.add_argument("--model", required=True, help="models:/NAME/VERSION or models:/NAME@ALIAS")
     tr.add_argument("--beam", type=int, help="beam size (1 = greedy); default: the model's, as it was scored")
     tr.add_argument("--length-penalty", type=float, help="beam search length penalty alpha; default: the model's")
     tr.add_argument("--batch-size", type=int, help="sentences decoded together (default 64)")
     tr.add_argument("text", nargs="*", help="sentences; read from stdin (one per line) when none are given")
     tr.set_defaults(func=_translate)
-    dep = sub.add_parser("deploy", help="serve train-pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)")
+    dep = _subcommand(sub, "deploy", "serve train-pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)",
+                      "alignflow deploy --name nightly --config configs/default.yaml --cron '0 2 * * *'")
     dep.add_argument("--name", required=True, help="deployment name (train-pipeline/NAME)")
     dep.add_argument("--config", required=True, help="YAML config the scheduled runs use")
     dep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
