@@ -52,7 +52,7 @@ def main() -> None:
     model = build_model(cfg.model, src_tok, tgt_tok)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, fused=True)
     torch.manual_seed(cfg.train.seed + 1)
-    translator = Translator(model, src_tok, tgt_tok, cfg.train.max_output_ratio)
+    translator = Translator(model, src_tok, tgt_tok, cfg.train.decoding().override(beam_size=1))  # greedy
     print(f"params={model.num_params():,} tgt tokens/sentence={train.tgt_len.mean():.2f} "
           f"src tokens/sentence={train.src_len.mean():.2f}", flush=True)
     print("| pairs seen | updates | epoch | lr | train loss | val ppl | val BLEU | val BLEU -lc | minutes |")
@@ -80,7 +80,7 @@ def main() -> None:
     test = splits["test"]
     sources = [[*test.src(i).tolist(), EOS_ID] for i in range(len(test))]
     for beam in sorted({1, args.test_beam} - {0}):
-        outs, _ = translator.translate_ids(sources, beam_size=beam)
+        outs, _ = translator.translate_ids(sources, translator.decoding.override(beam_size=beam))
         s = score([translator.decode(o) for o in outs], texts["test"]["tgt"])
         print(f"test after {pairs:,} pairs, beam {beam}: BLEU -lc {s['bleu_lc']:.2f} cased {s['bleu']:.2f} "
               f"chrF {s['chrf']:.2f}", flush=True)

@@ -110,7 +110,7 @@ def alignflow_training(cfg: PipelineConfig, warmup: int, steps: int) -> tuple[di
              "train_flops_per_sent": 3 * sum(float(f.sum()) for f in flops.values()) / len(timed),
              "share": {k: float(f.sum()) for k, f in flops.items()}}
     return ({**figures, **shape},
-            Translator(model, src_tok, tgt_tok, cfg.train.max_output_ratio), sources)
+            Translator(model, src_tok, tgt_tok, cfg.train.decoding()), sources)
 
 
 def gemm_flops_per_sentence(m: ModelConfig, vocab: int, src_len: np.ndarray, tgt_len: np.ndarray
@@ -172,7 +172,7 @@ def reference_training(threads: int, warmup: int, steps: int) -> dict[str, float
 
 def decoding(translator: Translator, sources: list[str], beam: int) -> float:
     t0 = time.perf_counter()
-    translator.translate(sources, beam_size=beam)
+    translator.translate(sources, translator.decoding.override(beam_size=beam))
     return len(sources) / (time.perf_counter() - t0)
 
 

@@ -4,6 +4,7 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 
 from data_prep.errors import AlignflowError
 
@@ -37,18 +38,33 @@ def _translate(args: argparse.Namespace) -> int:
     from training.tracking import resolve_tracking_uri
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # stdout/stderr carry translations and errors only
-
+    _warnings_to_stderr()
     mlflow.set_tracking_uri(resolve_tracking_uri(None))
-    if args.beam < 1:
-        raise AlignflowError(f"--beam {args.beam}: must be at least 1")
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for flag, value, low in (("--beam", args.beam, 1), ("--length-penalty", args.length_penalty, 0),
+                             ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < low:
+            raise AlignflowError(f"{flag} {value}: must be at least {low}")
+    # Every line counts, blank or not: output line i is the translation of input line i.
+    texts = args.text or [line.rstrip("\r\n") for line in sys.stdin]
     try:
         model = mlflow.pyfunc.load_model(args.model)
     except mlflow.exceptions.MlflowException as e:
         raise AlignflowError(f"--model {args.model}: {str(e).splitlines()[0]}") from None
-    for out in model.predict(texts, params={"beam_size": args.beam}):
-        print(out)
+    # Only what was asked for: every other setting is the model's own (those its test scores were decoded with).
+    params = {k: v for k, v in (("beam_size", args.beam), ("length_penalty", args.length_penalty),
+                                ("batch_size", args.batch_size)) if v is not None}
+    for out in model.predict(texts, params=params):
+        print(out.replace("\n", " "))  # one line per input, whatever a tokenizer decodes
     return 0
+
+
+def _warnings_to_stderr() -> None:
+    """The model's warnings (a line cut to the longest source it was trained on) as `alignflow: warning: ...`."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("alignflow: warning: %(message)s"))
+    logger = logging.getLogger("training")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -64,10 +80,12 @@ def _version() -> str:
     return f"alignflow {version('alignflow')}"
 
 
-def _subcommand(sub: argparse._SubParsersAction, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    """A command whose --help ends with a one-line example."""
-    return sub.add_parser(name, help=help, description=help, epilog=f"example: {example}",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+def _subcommand(sub: argparse._SubParsersAction, name: str, help: str, example: str,
+                details: str | None = None) -> argparse.ArgumentParser:
+    """A command whose --help ends with a one-line example; `details` follow the one-line help."""
+    description = f"{help}\n\n{textwrap.fill(details, 100)}" if details else help
+    return sub.add_parser(name, help=help, description=description,
+                          epilog=f"example: {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -84,9 +102,14 @@ def parser() -> argparse.ArgumentParser:
                      help="override a config key, e.g. --set train.epochs=3 (repeatable)")
     run.set_defaults(func=_run)
     tr = _subcommand(sub, "translate", "translate text with a registered model",
-                     'alignflow translate --model models:/alignflow-dates@champion "the 3rd of March 1998"')
+                     'alignflow translate --model models:/alignflow-dates@champion "the 3rd of March 1998"',
+                     "One output line per input line, in order; a blank line gives a blank line. A line longer than "
+                     "the longest source the model was trained on (data.max_len tokens) is cut to that many tokens, "
+                     "with a warning naming the line.")
     tr.add_argument("--model", required=True, help="models:/NAME/VERSION or models:/NAME@ALIAS")
-    tr.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+    tr.add_argument("--beam", type=int, help="beam size (1 = greedy); default: the model's, as it was scored")
+    tr.add_argument("--length-penalty", type=float, help="beam search length penalty alpha; default: the model's")
+    tr.add_argument("--batch-size", type=int, help="sentences decoded together (default 64)")
     tr.add_argument("text", nargs="*", help="sentences; read from stdin (one per line) when none are given")
     tr.set_defaults(func=_translate)
     dep = _subcommand(sub, "deploy", "serve train-pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)",

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data_prep.config import DataConfig, TokenizerConfig
 from data_prep.errors import ConfigError
-from training.config import ModelConfig, ScalingSettings, TrackingConfig, TrainConfig
+from training.config import DecodingConfig, ModelConfig, ScalingSettings, TrackingConfig, TrainConfig
 
 
 class PipelineConfig(BaseModel):
@@ -21,6 +21,12 @@ class PipelineConfig(BaseModel):
     scaling: ScalingSettings = ScalingSettings()
     tracking: TrackingConfig = TrackingConfig()
     work_dir: str = Field("alignflow-work", description="prepared corpora and Ray checkpoints live here")
+
+    @property
+    def decoding(self) -> DecodingConfig:
+        """How the test split is decoded, and so how the registered model decodes by default; a source longer
+        than any the model was trained on is cut to data.max_len tokens."""
+        return self.train.decoding(max_source_tokens=self.data.max_len)
 
 
 def _describe(err: ValidationError, origin: str) -> str:

@@ -29,7 +29,7 @@ from training.loop import LoopConfig
 from training.metrics import score
 from training.tracking import RunLogger, resolve_tracking_uri
 from training.trainer import FitResult
-from training.translator import MODEL_CONFIG, WEIGHTS, Translator
+from training.translator import Translator
 
 
 def _prepare_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
@@ -82,7 +82,7 @@ def train(config: PipelineConfig, manifest: Manifest, tracking_uri: str, run_id:
         model=config.model, train=config.train, select_metric=config.tracking.select_metric,
         src_tokenizer=Path(manifest.src_tokenizer).read_text(), tgt_tokenizer=Path(manifest.tgt_tokenizer).read_text(),
         threads=config.scaling.threads, grad_compression=config.scaling.grad_compression,
-        tracking_uri=tracking_uri, run_id=run_id)
+        tracking_uri=tracking_uri, run_id=run_id, max_source_tokens=config.data.max_len)
     # The Ray run is named after the MLflow run: continuing that run (same run_name) resumes this one.
     return trainer.fit(job, load_train_data(manifest.encoded), config.scaling, name=ray_run_name(run_id),
                        storage_path=config.scaling.storage_path or Path(config.work_dir) / "ray",
@@ -97,15 +97,13 @@ def ray_run_name(run_id: str) -> str:
 def evaluate(config: PipelineConfig, manifest: Manifest, checkpoint: str, tracking_uri: str,
              run_id: str) -> dict[str, float]:
     """Scores the best checkpoint on the test split, from raw text to detokenized output."""
-    translator = Translator.from_files(Path(checkpoint) / WEIGHTS, Path(checkpoint) / MODEL_CONFIG,
-                                       manifest.src_tokenizer, manifest.tgt_tokenizer,
-                                       max_output_ratio=config.train.max_output_ratio,
-                                       beam_size=config.train.beam_size, length_penalty=config.train.length_penalty)
+    translator = Translator.from_checkpoint(checkpoint, manifest.src_tokenizer, manifest.tgt_tokenizer,
+                                            config.decoding)
     test = load_from_disk(manifest.encoded)["test"]
     hyps = translator.translate(test["src"])
     metrics = {f"test_{k}": v for k, v in score(hyps, test["tgt"]).items()}
     if config.train.beam_size > 1:  # greedy too: what beam search adds, and the figure peers usually quote
-        greedy = translator.translate(test["src"], beam_size=1)
+        greedy = translator.translate(test["src"], config.decoding.override(beam_size=1))
         metrics |= {f"test_greedy_{k}": v for k, v in score(greedy, test["tgt"]).items()}
     log = RunLogger(tracking_uri, run_id)
     log.metrics(metrics, step=0)
@@ -124,7 +122,7 @@ def register(config: PipelineConfig, manifest: Manifest, checkpoint: str, tracki
              test_metrics: dict[str, float]) -> dict[str, Any]:
     test = load_from_disk(manifest.encoded)["test"]
     return registry.log_and_register(tracking_uri, run_id, checkpoint, manifest.src_tokenizer,
-                                     manifest.tgt_tokenizer, config.tracking.model_name,
+                                     manifest.tgt_tokenizer, config.decoding, config.tracking.model_name,
                                      test_metrics["test_bleu"], registry.EvalSet(list(test["src"]), list(test["tgt"])))
 
 

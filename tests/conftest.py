@@ -2,7 +2,9 @@
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,15 +38,50 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return uri
 
 
+TINY = ["data.sizes.train=3000", "data.sizes.validation=200", "data.sizes.test=200",
+        "model.emb_size=32", "model.enc_hidden=64", "model.dec_hidden=128", "model.att_hidden=64",
+        "train.epochs=3", "train.heatmap_examples=1", "tracking.model_name=tiny-dates"]
+
+
 @pytest.fixture
 def tiny_overrides(tmp_path: Path) -> list[str]:
     """A config small enough to train in well under a minute on 2 cores."""
-    return [
-        "data.sizes.train=3000", "data.sizes.validation=200", "data.sizes.test=200",
-        "model.emb_size=32", "model.enc_hidden=64", "model.dec_hidden=128", "model.att_hidden=64",
-        "train.epochs=3", "train.heatmap_examples=1", f"work_dir={tmp_path / 'work'}",
-        "tracking.model_name=tiny-dates",
-    ]
+    return [*TINY, f"work_dir={tmp_path / 'work'}"]
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """The one pipeline run that tests of a trained, registered model share (see `trained_model`)."""
+
+    root: Path  # the run's working directory: mlflow.db, mlartifacts/, work/
+    tracking_uri: str
+    overrides: list[str]  # its config, as --set overrides
+    summary: dict[str, Any]  # what train_pipeline returned
+
+
+@pytest.fixture(scope="session")
+def trained_model(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """Trains, evaluates and registers `tiny-dates` version 1 once per session (the tiny config, decoded with beam
+    3). Tests that register more versions use another model name, so version 1 stays the champion."""
+    from flows.config import load_config
+    from flows.pipeline import train_pipeline
+
+    root = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    overrides = [*TINY, f"work_dir={root / 'work'}", "train.beam_size=3"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(root)
+        summary = train_pipeline(load_config(None, overrides))
+    return TrainedModel(root, uri, overrides, summary)
+
+
+@pytest.fixture
+def trained(trained_model: TrainedModel, monkeypatch: pytest.MonkeyPatch) -> TrainedModel:
+    """The shared trained model, with this test inside its store (MLFLOW_TRACKING_URI and the working directory)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_model.tracking_uri)
+    monkeypatch.chdir(trained_model.root)
+    return trained_model
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: int = 300):

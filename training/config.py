@@ -38,6 +38,23 @@ class ModelConfig(_Section):
                            "halves the two largest per-token matrices")
 
 
+class DecodingConfig(_Section):
+    """How a model turns a source into a translation. Saved beside the weights (decoding.json, in every checkpoint
+    and in the registered model) and the served model's defaults, so that what is served is what was scored."""
+
+    beam_size: PositiveInt = Field(1, description="1 = greedy")
+    length_penalty: float = Field(1.0, ge=0.0, description="GNMT length penalty alpha for beam search")
+    max_output_ratio: PositiveFloat = Field(1.5, description="decode at most ratio * source length + 5 tokens")
+    max_source_tokens: PositiveInt | None = Field(
+        None, description="a longer source is cut to its first max_source_tokens tokens (the longest the model "
+                          "was trained on, data.max_len); null = no limit")
+
+    def override(self, **changes: float | int | None) -> "DecodingConfig":
+        """These settings with `changes` (None values ignored), validated."""
+        return DecodingConfig.model_validate({**self.model_dump(), **{k: v for k, v in changes.items()
+                                                                      if v is not None}})
+
+
 class TrainConfig(_Section):
     epochs: PositiveInt = 4
     max_minutes: PositiveFloat | None = Field(
@@ -69,6 +86,11 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the decoder step, the body of the per-token loop; for "
                                              "GPUs (on 2 CPU cores it gained nothing and took ~50 s to compile)")
     heatmap_examples: NonNegativeInt = 3  # fixed validation sentences plotted each epoch
+
+    def decoding(self, max_source_tokens: int | None = None) -> DecodingConfig:
+        """How the test split is decoded, and so how the registered model decodes by default."""
+        return DecodingConfig(beam_size=self.beam_size, length_penalty=self.length_penalty,
+                              max_output_ratio=self.max_output_ratio, max_source_tokens=max_source_tokens)
 
 
 class ScalingSettings(_Section):

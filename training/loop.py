@@ -38,7 +38,7 @@ from training.heatmap import plot_attention
 from training.metrics import score
 from training.model import Seq2Seq
 from training.tracking import RunLogger
-from training.translator import MODEL_CONFIG, WEIGHTS, Translator, build_model
+from training.translator import DECODING, MODEL_CONFIG, WEIGHTS, Translator, build_model
 
 TRAINER_STATE, PROGRESS = "trainer_state.pt", "progress.json"
 
@@ -49,6 +49,7 @@ class LoopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: ModelConfig
     train: TrainConfig
+    max_source_tokens: int | None = None  # data.max_len: with train's settings, the checkpoints' decoding.json
     select_metric: str
     src_tokenizer: str  # tokenizer JSON, so workers need no shared disk
     tgt_tokenizer: str
@@ -300,9 +301,8 @@ def validate_epoch(w: Worker, data: TrainData, progress: Progress, trained: Epoc
     and early stopping on the selection metric. Also returns the translator, for the heatmaps."""
     loss_sum, tokens = _allreduce([trained.loss_sum, trained.tokens])
     net = _unwrap(w.model)
-    cfg = w.job.train
-    translator = Translator(net, w.src_tok, w.tgt_tok, cfg.max_output_ratio,
-                            beam_size=cfg.val_beam_size or cfg.beam_size, length_penalty=cfg.length_penalty)
+    decoding = w.job.train.decoding(w.job.max_source_tokens).override(beam_size=w.job.train.val_beam_size)
+    translator = Translator(net, w.src_tok, w.tgt_tok, decoding)
     metrics = {"epoch": trained.epoch, "start_epoch": start_epoch, "train_loss": loss_sum / max(1.0, tokens),
                "train_tokens_per_s": tokens / trained.seconds, "lr": w.optimizer.param_groups[0]["lr"],
                **validate(net, translator, data.validation, data.val_refs, w.rank, w.world, w.device)}
@@ -324,6 +324,7 @@ def write_checkpoint(w: Worker, progress: Progress, rng: list[dict[str, torch.Te
                 "rng": rng}, out / TRAINER_STATE)
     progress.save(out / PROGRESS)
     (out / MODEL_CONFIG).write_text(w.job.model.model_dump_json())
+    (out / DECODING).write_text(w.job.train.decoding(w.job.max_source_tokens).model_dump_json())
 
 
 def save_and_report(w: Worker, progress: Progress, metrics: dict[str, float], translator: Translator,

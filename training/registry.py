@@ -21,8 +21,9 @@ from mlflow.models import infer_signature
 
 import data_prep
 import training
+from training.config import DecodingConfig
 from training.metrics import score
-from training.translator import MODEL_CONFIG, WEIGHTS
+from training.translator import DECODING, MODEL_CONFIG, WEIGHTS
 
 PYFUNC = Path(__file__).with_name("pyfunc_model.py")
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -53,13 +54,17 @@ class EvalSet:
 
 
 def log_and_register(tracking_uri: str, run_id: str, checkpoint: str, src_tokenizer: str, tgt_tokenizer: str,
-                     model_name: str, test_score: float, test_set: EvalSet) -> dict[str, Any]:
-    """Logs the model in `run_id`, checks it loads and translates, registers it, and updates aliases."""
+                     decoding: DecodingConfig, model_name: str, test_score: float, test_set: EvalSet
+                     ) -> dict[str, Any]:
+    """Logs the model in `run_id` with the decoding settings it was scored with, checks it loads and translates,
+    registers it, and updates aliases."""
     mlflow.set_tracking_uri(tracking_uri)
-    artifacts = {"weights": str(Path(checkpoint) / WEIGHTS), "model_config": str(Path(checkpoint) / MODEL_CONFIG),
-                 "src_tokenizer": src_tokenizer, "tgt_tokenizer": tgt_tokenizer}
     probe = test_set.sources[0]
     with mlflow.start_run(run_id=run_id), tempfile.TemporaryDirectory() as code:
+        (Path(code) / DECODING).write_text(decoding.model_dump_json())
+        artifacts = {"weights": str(Path(checkpoint) / WEIGHTS),
+                     "model_config": str(Path(checkpoint) / MODEL_CONFIG), "decoding": str(Path(code) / DECODING),
+                     "src_tokenizer": src_tokenizer, "tgt_tokenizer": tgt_tokenizer}
         # The packages' sources only: __pycache__ is bytecode for this interpreter, and every file is one more
         # upload to (and download from) the tracking server.
         code_paths = [str(shutil.copytree(Path(pkg.__file__).parent, Path(code) / pkg.__name__,
@@ -68,8 +73,8 @@ def log_and_register(tracking_uri: str, run_id: str, checkpoint: str, src_tokeni
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC), artifacts=artifacts, code_paths=code_paths,
             pip_requirements=REQUIREMENTS,
-            # list[str] -> list[str]; beam_size is a per-request parameter (1 = greedy).
-            signature=infer_signature([probe], ["translation"], params={"beam_size": 1}))
+            # list[str] -> list[str]; per-request params default to the settings the model was scored with.
+            signature=infer_signature([probe], ["translation"], params=request_params(decoding)))
     # Round trip before registering: a model that cannot load and translate never gets a version.
     translation = mlflow.pyfunc.load_model(info.model_uri).predict([probe])
     mv = mlflow.register_model(info.model_uri, model_name, tags={
@@ -80,6 +85,12 @@ def log_and_register(tracking_uri: str, run_id: str, checkpoint: str, src_tokeni
     return {"model_uri": info.model_uri, "version": int(mv.version), "champion": decision["promoted"],
             "champion_version": decision["champion_version"], "champion_test_bleu": decision["champion_score"],
             "probe": probe, "probe_translation": translation[0]}
+
+
+def request_params(decoding: DecodingConfig) -> dict[str, Any]:
+    """The served model's per-request params and their defaults: its decoding settings, and the batch size."""
+    return {"beam_size": decoding.beam_size, "length_penalty": float(decoding.length_penalty),
+            "max_output_ratio": float(decoding.max_output_ratio), "batch_size": 64}
 
 
 def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:

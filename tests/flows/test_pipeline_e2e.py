@@ -8,19 +8,17 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from flows.config import load_config
-from flows.pipeline import train_pipeline
-from tests.conftest import run_cli
+from data_prep.specials import EOS_ID
+from tests.conftest import TrainedModel, run_cli
+from training.config import DecodingConfig
+from training.translator import DECODING, MODEL_CONFIG, WEIGHTS, Translator
 
 pytestmark = pytest.mark.integration
 
 
-def test_flow_trains_on_ray_records_in_mlflow_and_registers_a_usable_model(ray_cluster, tracking_uri,
-                                                                           tiny_overrides):
-    cfg = load_config(None, tiny_overrides)
-    summary = train_pipeline(cfg)
-
-    client = MlflowClient(tracking_uri)
+def test_flow_trains_on_ray_records_in_mlflow_and_registers_a_usable_model(trained: TrainedModel):
+    summary = trained.summary
+    client = MlflowClient(trained.tracking_uri)
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["train.epochs"] == "3" and run.data.params["model.dec_hidden"] == "128"
@@ -29,7 +27,8 @@ def test_flow_trains_on_ray_records_in_mlflow_and_registers_a_usable_model(ray_c
     history = client.get_metric_history(run.info.run_id, "val_bleu")
     steps = [m.step for m in history]
     assert 1 <= len(history) <= 3 and steps == sorted(set(steps)) and steps[0] > 0
-    for key in ("train_loss", "val_loss", "val_ppl", "val_exact_match", "train_tokens_per_s", "test_bleu"):
+    for key in ("train_loss", "val_loss", "val_ppl", "val_exact_match", "train_tokens_per_s", "test_bleu",
+                "test_greedy_bleu"):
         assert key in run.data.metrics, key
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"dates-train", "dates-validation", "dates-test"}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -55,11 +54,62 @@ def test_flow_trains_on_ray_records_in_mlflow_and_registers_a_usable_model(ray_c
     piped = run_cli("translate", "--model", "models:/tiny-dates@champion", stdin=f"{text}\n3 mar 98\n")
     assert piped.returncode == 0 and piped.stdout.splitlines()[0] == expected
     assert len(piped.stdout.splitlines()) == 2
+    # every checkpoint carries the decoding settings beside its weights
+    checkpoints = list((trained.root / "work" / "ray").rglob(DECODING))
+    assert checkpoints and all(DecodingConfig.model_validate_json(p.read_text()).beam_size == 3 for p in checkpoints)
     # the model carries the packages' sources, not this interpreter's bytecode
     code = Path(mlflow.artifacts.download_artifacts("models:/tiny-dates/1")) / "code"
     files = {p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()}
     assert "training/model.py" in files and "data_prep/tokenize.py" in files
     assert not any("__pycache__" in f for f in files), sorted(files)
+
+
+def _translator(model_uri: str, decoding: DecodingConfig) -> Translator:
+    """A Translator on the registered model's own files, with the given settings."""
+    a = Path(mlflow.artifacts.download_artifacts(model_uri)) / "artifacts"
+    return Translator.from_files(a / WEIGHTS, a / MODEL_CONFIG, a / "src_tokenizer.json", a / "tgt_tokenizer.json",
+                                 decoding)
+
+
+def test_the_registered_model_decodes_as_it_was_scored_and_translate_keeps_lines_aligned(trained: TrainedModel):
+    # the run decoded its test set with beam 3: the registered model does the same unless a request says otherwise
+    uri = "models:/tiny-dates/1"
+    model = mlflow.pyfunc.load_model(uri)
+    params = {p.name: p.default for p in model.metadata.get_params_schema().params}
+    assert params["beam_size"] == 3 and params["length_penalty"] == 1.0 and params["max_output_ratio"] == 1.5
+    texts = [f"{d} {m} {y}" for d, m, y in zip(range(1, 29), ["mar", "Dec", "july", "4", "oct"] * 6,
+                                                 range(1990, 2018), strict=False)]
+    beam3 = _translator(uri, DecodingConfig(beam_size=3)).translate(texts)
+    assert list(model.predict(texts)) == beam3
+    assert list(model.predict(texts, params={"beam_size": 1})) == _translator(uri, DecodingConfig()).translate(texts)
+
+    # 200 lines, 17 of them blank (or only spaces), in; 200 lines out, blanks where they were, the rest exactly
+    # the model's beam-3 translations
+    blank = set(range(3, 200, 12))
+    assert len(blank) == 17
+    lines = ["" if i in blank else texts[i % len(texts)] for i in range(200)]
+    lines[15] = "   "
+    result = run_cli("translate", "--model", uri, "--batch-size", "16", stdin="\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.split("\n")[:-1]
+    assert len(out) == 200
+    assert [i for i, o in enumerate(out) if not o] == sorted(blank)
+    assert [o for i, o in enumerate(out) if i not in blank] == [beam3[i % len(texts)] for i in range(200)
+                                                                 if i not in blank]
+
+
+def test_a_line_longer_than_the_model_was_trained_on_is_cut_with_a_warning_naming_it(trained: TrainedModel,
+                                                                                       caplog):
+    translator = _translator("models:/tiny-dates/1", DecodingConfig(max_source_tokens=8))
+    long = "the 3rd of March 1998"
+    out = translator.translate(["3 mar 98", "", long])
+    assert len(out) == 3 and out[1] == ""
+    ids = translator.encode([long])[0]  # uncut, ending in EOS
+    cut, _ = translator.translate_ids([[*ids[:8], EOS_ID]])
+    assert out[2] == translator.decode(cut[0])
+    warned = [r.getMessage() for r in caplog.records if "source tokens" in r.getMessage()]
+    assert warned == [f"input line 3: {len(ids) - 1} source tokens, only the first 8 are translated (the longest "
+                      "source the model was trained on)"]
 
 
 def test_translate_with_an_unknown_model_is_one_line(tracking_uri):
