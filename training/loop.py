@@ -11,6 +11,7 @@ epoch that is repeated after a failure or resume never duplicates a point of a c
 """
 
 import json
+import logging
 import math
 import tempfile
 import time
@@ -22,6 +23,7 @@ import numpy as np
 import ray
 import ray.train
 import ray.train.torch
+import ray.train.v2._internal.execution.context as ray_train_context
 import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict
@@ -206,6 +208,9 @@ class Worker:
 def setup(job: LoopConfig) -> Worker:
     """The model, optimizer and LR schedule of this worker, with the same initial weights on every rank."""
     torch.set_num_threads(job.threads)  # the worker's CPU reservation: don't oversubscribe the node
+    # Ray Train 2.60 names the logger of its report() by the module's file path, so the level trainer.py sets
+    # for Ray Train's logs misses it, and every report's metrics and checkpoint would reach the console.
+    ray_train_context.logger.setLevel(logging.WARNING)
     ctx = ray.train.get_context()  # [1]
     rank, device = ctx.get_world_rank(), ray.train.torch.get_device()
     torch.manual_seed(job.train.seed)  # same initial weights everywhere (DDP also broadcasts rank 0's)

@@ -10,12 +10,6 @@ from mlflow.pyfunc import PythonModel
 DECODING_PARAMS = ("beam_size", "length_penalty", "max_output_ratio")
 
 
-def _texts(model_input) -> list[str]:  # noqa: ANN001 -- a list, a Series or a one-column DataFrame
-    if hasattr(model_input, "iloc"):
-        model_input = model_input.iloc[:, 0] if model_input.ndim == 2 else model_input
-    return [str(t) for t in model_input]
-
-
 class AlignflowTranslator(PythonModel):
     def load_context(self, context: Any) -> None:
         from training.translator import Translator, read_decoding
@@ -25,14 +19,15 @@ class AlignflowTranslator(PythonModel):
         self.translator = Translator.from_files(a["weights"], a["model_config"], a["src_tokenizer"],
                                                 a["tgt_tokenizer"], read_decoding(a.get("decoding")))
 
-    # No type hints on model_input on purpose: MLflow would then infer the signature from them and drop the
-    # params schema that registry.py logs explicitly (list[str] -> list[str], params beam_size, ...).
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    # MLflow reads the type hints: it infers the signature's input and output (strings) from them and checks and
+    # converts what callers send (a list, or a one-column DataFrame from `mlflow models serve`). The params schema
+    # comes from the input example registry.py logs the model with.
+    def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
         """One translation per input, blank for blank. Params default to the settings the model was scored
         with (decoding.json); a request's beam_size, length_penalty or max_output_ratio overrides them."""
         params = params or {}
         decoding = self.translator.decoding.override(**{k: params.get(k) for k in DECODING_PARAMS})
-        return self.translator.translate(_texts(model_input), decoding, params.get("batch_size"))
+        return self.translator.translate(model_input, decoding, params.get("batch_size"))
 
 
 mlflow.models.set_model(AlignflowTranslator())

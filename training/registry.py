@@ -17,7 +17,6 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 
 import data_prep
 import training
@@ -73,8 +72,9 @@ def log_and_register(tracking_uri: str, run_id: str, checkpoint: str, src_tokeni
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC), artifacts=artifacts, code_paths=code_paths,
             pip_requirements=REQUIREMENTS,
-            # list[str] -> list[str]; per-request params default to the settings the model was scored with.
-            signature=infer_signature([probe], ["translation"], params=request_params(decoding)))
+            # The signature: list[str] -> list[str] from predict's type hints; the per-request params, which
+            # default to the settings the model was scored with, from this example's.
+            input_example=([probe], request_params(decoding)))
     # Round trip before registering: a model that cannot load and translate never gets a version.
     translation = mlflow.pyfunc.load_model(info.model_uri).predict([probe])
     mv = mlflow.register_model(info.model_uri, model_name, tags={
