@@ -1,10 +1,11 @@
-"""`alignflow run`, `translate` and `deploy`. User errors print one line and exit 2, never a traceback."""
+"""`alignflow run`, `translate`, `evaluate` and `deploy`. User errors print one line and exit 2, never a traceback."""
 
 import argparse
 import logging
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 from data_prep.errors import AlignflowError
 
@@ -40,10 +41,9 @@ def _translate(args: argparse.Namespace) -> int:
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # stdout/stderr carry translations and errors only
     _warnings_to_stderr()
     mlflow.set_tracking_uri(resolve_tracking_uri(None))
-    for flag, value, low in (("--beam", args.beam, 1), ("--length-penalty", args.length_penalty, 0),
-                             ("--batch-size", args.batch_size, 1)):
-        if value is not None and value < low:
-            raise AlignflowError(f"{flag} {value}: must be at least {low}")
+    overrides = _decoding_overrides(args)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise AlignflowError(f"--batch-size {args.batch_size}: must be at least 1")
     # Every line counts, blank or not: output line i is the translation of input line i.
     texts = args.text or [line.rstrip("\r\n") for line in sys.stdin]
     try:
@@ -51,11 +51,20 @@ def _translate(args: argparse.Namespace) -> int:
     except mlflow.exceptions.MlflowException as e:
         raise AlignflowError(f"--model {args.model}: {str(e).splitlines()[0]}") from None
     # Only what was asked for: every other setting is the model's own (those its test scores were decoded with).
-    params = {k: v for k, v in (("beam_size", args.beam), ("length_penalty", args.length_penalty),
-                                ("batch_size", args.batch_size)) if v is not None}
+    params = {k: v for k, v in {**overrides, "batch_size": args.batch_size}.items() if v is not None}
     for out in model.predict(texts, params=params):
         print(out.replace("\n", " "))  # one line per input, whatever a tokenizer decodes
     return 0
+
+
+def _decoding_overrides(args: argparse.Namespace) -> dict[str, float | None]:
+    """--beam, --length-penalty, --max-output-ratio as predict params (None: the model's own setting)."""
+    given = {"beam_size": ("--beam", args.beam, 1), "length_penalty": ("--length-penalty", args.length_penalty, 0),
+             "max_output_ratio": ("--max-output-ratio", args.max_output_ratio, 0.01)}
+    for flag, value, low in given.values():
+        if value is not None and value < low:
+            raise AlignflowError(f"{flag} {value}: must be at least {low}")
+    return {k: value for k, (_, value, _) in given.items()}
 
 
 def _warnings_to_stderr() -> None:
@@ -65,6 +74,41 @@ def _warnings_to_stderr() -> None:
     logger = logging.getLogger("training")
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import datasets
+    import mlflow
+
+    from data_prep.prepare import prepare
+    from flows.config import load_config
+    from training import evaluate
+    from training.tracking import resolve_tracking_uri
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    datasets.disable_progress_bars()
+    _warnings_to_stderr()
+    uri = resolve_tracking_uri(None)
+    mlflow.set_tracking_uri(uri)
+    try:
+        version = evaluate.model_version(mlflow.MlflowClient(uri), args.model)
+        # Default corpus: the one the version was trained on, as its run recorded the config.
+        trained_on = None if args.config else mlflow.artifacts.load_dict(f"runs:/{version.run_id}/config.json")
+    except mlflow.exceptions.MlflowException as e:
+        raise AlignflowError(f"--model {args.model}: {str(e).splitlines()[0]}") from None
+    config = load_config(args.config, args.set, base=trained_on)
+    test = evaluate.eval_set(prepare(config.data, config.tokenizer, Path(config.work_dir) / "prepared"), args.split)
+    result = evaluate.evaluate_model(f"models:/{version.name}/{version.version}", test, _decoding_overrides(args))
+    if args.output:
+        Path(args.output).write_text("".join(f"{h}\n" for h in result.hypotheses), encoding="utf-8")
+    run_id = evaluate.record(uri, version, result, config.data.source)
+    print(f"models:/{version.name}/{version.version} on {test.name} ({len(test.sources)} sentences), "
+          f"{evaluate.settings_tag(result.decoding)}")
+    for label, key in (("BLEU", "bleu"), ("BLEU -lc", "bleu_lc"), ("chrF", "chrf")):
+        print(f"{label:<12}{result.scores[key]:6.2f}  {result.signatures[f'{key}_signature']}")
+    print(f"{'exact match':<12}{result.scores['exact_match']:6.2f}")
+    print(f"recorded as MLflow run {run_id}, nested under training run {version.run_id}")
+    return 0
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -109,9 +153,27 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", required=True, help="models:/NAME/VERSION or models:/NAME@ALIAS")
     tr.add_argument("--beam", type=int, help="beam size (1 = greedy); default: the model's, as it was scored")
     tr.add_argument("--length-penalty", type=float, help="beam search length penalty alpha; default: the model's")
+    tr.add_argument("--max-output-ratio", type=float, help="decode at most ratio * source length + 5 tokens")
     tr.add_argument("--batch-size", type=int, help="sentences decoded together (default 64)")
     tr.add_argument("text", nargs="*", help="sentences; read from stdin (one per line) when none are given")
     tr.set_defaults(func=_translate)
+    ev = _subcommand(sub, "evaluate", "score a registered model on a corpus split with sacrebleu, recorded in MLflow",
+                     "alignflow evaluate --model models:/alignflow-dates/1 --beam 5",
+                     "Decodes a split (default: the test split of the corpus the model was trained on) with the "
+                     "model's own settings, those its test scores were decoded with, unless --beam, "
+                     "--length-penalty or --max-output-ratio are given. Prints BLEU, BLEU -lc, chrF and exact "
+                     "match with sacrebleu's signatures, and records the evaluation as an MLflow run nested under "
+                     "the run that trained the model.")
+    ev.add_argument("--model", required=True, help="models:/NAME/VERSION or models:/NAME@ALIAS")
+    ev.add_argument("--config", help="YAML config naming the corpus; default: the one the model was trained on")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of that config, e.g. --set data.splits.test=test_2017_flickr (repeatable)")
+    ev.add_argument("--split", default="test", help="train, validation or test (default)")
+    ev.add_argument("--beam", type=int, help="beam size (1 = greedy); default: the model's")
+    ev.add_argument("--length-penalty", type=float, help="beam search length penalty alpha; default: the model's")
+    ev.add_argument("--max-output-ratio", type=float, help="decode at most ratio * source length + 5 tokens")
+    ev.add_argument("--output", metavar="FILE", help="write the translations here, one per line")
+    ev.set_defaults(func=_evaluate)
     dep = _subcommand(sub, "deploy", "serve train-pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)",
                       "alignflow deploy --name nightly --config configs/default.yaml --cron '0 2 * * *'")
     dep.add_argument("--name", required=True, help="deployment name (train-pipeline/NAME)")

@@ -1,6 +1,7 @@
 """The pipeline's one config: sections owned by data_prep and training, composed here, read from YAML and
 `--set key=value` overrides. Unknown keys and bad values become a ConfigError naming the key."""
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,11 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
-    tree: dict[str, Any] = {}
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> PipelineConfig:
+    """The YAML file at `path` (else `base`, e.g. a run's recorded config.json, else the defaults), with
+    `overrides` (`key=value`) applied."""
+    tree: dict[str, Any] = copy.deepcopy(base) if base else {}
     origin = "config"
     if path is not None:
         origin = str(path)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from datasets import load_from_disk
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.client.schemas.objects import TaskRun
@@ -22,14 +21,13 @@ from data_prep.errors import AlignflowError
 from data_prep.prepare import MANIFEST, Manifest, fingerprint, prepare
 from flows import provenance
 from flows.config import PipelineConfig
+from training import evaluate as evaluation
 from training import registry, tracking, trainer
 from training.curves import log_learning_curves
 from training.data import load_train_data
 from training.loop import LoopConfig
-from training.metrics import score
-from training.tracking import RunLogger, resolve_tracking_uri
+from training.tracking import resolve_tracking_uri
 from training.trainer import FitResult
-from training.translator import Translator
 
 
 def _prepare_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
@@ -97,19 +95,7 @@ def ray_run_name(run_id: str) -> str:
 def evaluate(config: PipelineConfig, manifest: Manifest, checkpoint: str, tracking_uri: str,
              run_id: str) -> dict[str, float]:
     """Scores the best checkpoint on the test split, from raw text to detokenized output."""
-    translator = Translator.from_checkpoint(checkpoint, manifest.src_tokenizer, manifest.tgt_tokenizer,
-                                            config.decoding)
-    test = load_from_disk(manifest.encoded)["test"]
-    hyps = translator.translate(test["src"])
-    metrics = {f"test_{k}": v for k, v in score(hyps, test["tgt"]).items()}
-    if config.train.beam_size > 1:  # greedy too: what beam search adds, and the figure peers usually quote
-        greedy = translator.translate(test["src"], config.decoding.override(beam_size=1))
-        metrics |= {f"test_greedy_{k}": v for k, v in score(greedy, test["tgt"]).items()}
-    log = RunLogger(tracking_uri, run_id)
-    log.metrics(metrics, step=0)
-    log.text("\n".join(f"{s}\t{h}\t{r}" for s, h, r in zip(test["src"], hyps, test["tgt"], strict=True)),
-             "test_translations.tsv")
-    return metrics
+    return evaluation.evaluate_checkpoint(checkpoint, manifest, config.decoding, tracking_uri, run_id)
 
 
 def _transient(task: Any, task_run: TaskRun, state: State) -> bool:
@@ -120,10 +106,9 @@ def _transient(task: Any, task_run: TaskRun, state: State) -> bool:
 @task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient)  # IO against the tracking server
 def register(config: PipelineConfig, manifest: Manifest, checkpoint: str, tracking_uri: str, run_id: str,
              test_metrics: dict[str, float]) -> dict[str, Any]:
-    test = load_from_disk(manifest.encoded)["test"]
     return registry.log_and_register(tracking_uri, run_id, checkpoint, manifest.src_tokenizer,
                                      manifest.tgt_tokenizer, config.decoding, config.tracking.model_name,
-                                     test_metrics["test_bleu"], registry.EvalSet(list(test["src"]), list(test["tgt"])))
+                                     test_metrics["test_bleu"], evaluation.eval_set(manifest, "test"))
 
 
 @flow(name="train-pipeline", log_prints=True)

@@ -1,15 +1,14 @@
 """Logging the pyfunc model, registering it, and the champion/challenger aliases.
 
 Every new version becomes `challenger`. It takes `champion` only if its test BLEU beats the champion's on the
-same test set: when the champion was scored on other data (a different corpus or split), the champion is
-loaded and scored again on this test set first. Both scores and the decision are version tags, so the
+same test set with the same decoding settings: when the champion was scored on other data (a different corpus or
+split) or with other settings, the registered champion is scored again (training/evaluate.py) on this test set
+with the challenger's settings first. Both scores and the decision are version tags, so the
 registry page says why a version is or is not the champion. Aliases move only after the new model has been
 logged, loaded back and has translated, so a run that fails anywhere before that leaves them untouched."""
 
-import hashlib
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +20,16 @@ from mlflow.exceptions import MlflowException
 import data_prep
 import training
 from training.config import DecodingConfig
-from training.metrics import score
+from training.evaluate import PREDICT_SETTINGS, EvalSet, evaluate_model, settings_tag
 from training.translator import DECODING, MODEL_CONFIG, WEIGHTS
 
 PYFUNC = Path(__file__).with_name("pyfunc_model.py")
 CHAMPION, CHALLENGER = "champion", "challenger"
-SCORE_TAG, TEST_SET_TAG = "test_bleu", "test_set"
+SCORE_TAG, TEST_SET_TAG, DECODING_TAG = "test_bleu", "test_set", "test_decoding"
 CHAMPION_SCORE_TAG, DECISION_TAG = "champion_test_bleu", "decision"
 # Explicit requirements: MLflow would otherwise load the model in a subprocess to infer them.
 REQUIREMENTS = ["torch==2.13.0", "tokenizers>=0.23,<0.24", "safetensors", "pydantic>=2", "numpy",
                 "mlflow==3.17.2"]
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """The raw test sentences and references a version was scored on."""
-
-    sources: list[str]
-    references: list[str]
-
-    def __post_init__(self) -> None:  # plain lists: a datasets Column is not a list to a pyfunc's type hints
-        object.__setattr__(self, "sources", [str(s) for s in self.sources])
-        object.__setattr__(self, "references", [str(r) for r in self.references])
-
-    @property
-    def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for s, r in zip(self.sources, self.references, strict=True):
-            h.update(f"{s}\t{r}\n".encode())
-        return h.hexdigest()[:16]
 
 
 def log_and_register(tracking_uri: str, run_id: str, checkpoint: str, src_tokenizer: str, tgt_tokenizer: str,
@@ -78,10 +58,10 @@ def log_and_register(tracking_uri: str, run_id: str, checkpoint: str, src_tokeni
     # Round trip before registering: a model that cannot load and translate never gets a version.
     translation = mlflow.pyfunc.load_model(info.model_uri).predict([probe])
     mv = mlflow.register_model(info.model_uri, model_name, tags={
-        SCORE_TAG: f"{test_score:.4f}", TEST_SET_TAG: test_set.fingerprint})
+        SCORE_TAG: f"{test_score:.4f}", TEST_SET_TAG: test_set.fingerprint, DECODING_TAG: settings_tag(decoding)})
     client = MlflowClient(tracking_uri)
     client.set_registered_model_alias(model_name, CHALLENGER, mv.version)
-    decision = promote_if_better(client, model_name, mv.version, test_score, test_set)
+    decision = promote_if_better(client, model_name, mv.version, test_score, test_set, decoding)
     return {"model_uri": info.model_uri, "version": int(mv.version), "champion": decision["promoted"],
             "champion_version": decision["champion_version"], "champion_test_bleu": decision["champion_score"],
             "probe": probe, "probe_translation": translation[0]}
@@ -100,27 +80,31 @@ def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
         return None
 
 
-def champion_score(client: MlflowClient, champion: ModelVersion, test_set: EvalSet) -> float:
-    """The champion's BLEU on `test_set`: its recorded score when it was scored on the same data, otherwise a
-    fresh evaluation of the registered model (loaded from code and safetensors, nothing unpickled)."""
-    if champion.tags.get(TEST_SET_TAG) == test_set.fingerprint and SCORE_TAG in champion.tags:
+def champion_score(client: MlflowClient, champion: ModelVersion, test_set: EvalSet, decoding: DecodingConfig
+                   ) -> float:
+    """The champion's BLEU on `test_set` decoded with `decoding`: its recorded score when it was scored on the same
+    data with the same settings, otherwise a fresh evaluation of the registered model (loaded from code and
+    safetensors, nothing unpickled) with those settings."""
+    if (champion.tags.get(TEST_SET_TAG) == test_set.fingerprint and champion.tags.get(DECODING_TAG) == settings_tag(
+            decoding) and SCORE_TAG in champion.tags):
         return float(champion.tags[SCORE_TAG])
-    model = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
-    return score(list(model.predict(test_set.sources)), test_set.references)["bleu"]
+    overrides = {k: getattr(decoding, k) for k in PREDICT_SETTINGS}
+    return evaluate_model(f"models:/{champion.name}/{champion.version}", test_set, overrides).scores["bleu"]
 
 
-def promote_if_better(client: MlflowClient, name: str, version: str, new_score: float,
-                      test_set: EvalSet) -> dict[str, Any]:
-    """Moves `champion` to `version` only if `new_score` beats the champion on the same test set; records both
-    scores and the decision on the new version."""
+def promote_if_better(client: MlflowClient, name: str, version: str, new_score: float, test_set: EvalSet,
+                      decoding: DecodingConfig) -> dict[str, Any]:
+    """Moves `champion` to `version` only if `new_score` (on `test_set`, decoded with `decoding`) beats the
+    champion's on the same test set with the same settings; records both scores and the decision on the new
+    version."""
     champion = current_champion(client, name)
     if champion is None:
         old, promoted, why = None, True, "first version"
     else:
-        old = champion_score(client, champion, test_set)
+        old = champion_score(client, champion, test_set, decoding)
         promoted = new_score > old
         why = (f"{new_score:.2f} {'>' if promoted else '<='} {old:.2f} of champion version {champion.version}"
-               " on the same test set")
+               f" on the same test set, both decoded with {settings_tag(decoding)}")
     client.set_model_version_tag(name, version, CHAMPION_SCORE_TAG, "none" if old is None else f"{old:.4f}")
     client.set_model_version_tag(name, version, DECISION_TAG, ("promoted: " if promoted else "kept champion: ")
                                  + why)

@@ -11,7 +11,7 @@ def test_version(capsys):
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"alignflow {version('alignflow')}"
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["translate"], ["deploy"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["translate"], ["evaluate"], ["deploy"]])
 def test_every_help_ends_with_a_one_line_example(command, capsys):
     with pytest.raises(SystemExit):
         parser().parse_args([*command, "--help"])

@@ -6,9 +6,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from training.config import DecodingConfig
+from training.evaluate import settings_tag
 from training.registry import CHAMPION, EvalSet, current_champion, promote_if_better
 
 SAME = EvalSet(["3 mar 98", "12/25/2001"], ["1998-03-03", "2001-12-25"])
+BEAM5 = DecodingConfig(beam_size=5)
 
 
 @pytest.fixture
@@ -20,13 +23,13 @@ def client(tmp_path: Path) -> MlflowClient:
 
 def _version(client: MlflowClient, bleu: float, test_set: EvalSet = SAME) -> str:
     mv = client.create_model_version("m", "file:///nowhere", tags={
-        "test_bleu": f"{bleu:.4f}", "test_set": test_set.fingerprint})
+        "test_bleu": f"{bleu:.4f}", "test_set": test_set.fingerprint, "test_decoding": settings_tag(BEAM5)})
     return str(mv.version)
 
 
 def test_first_version_becomes_champion(client: MlflowClient):
     v1 = _version(client, 20.0)
-    decision = promote_if_better(client, "m", v1, 20.0, SAME)
+    decision = promote_if_better(client, "m", v1, 20.0, SAME, BEAM5)
     assert decision["promoted"] and str(current_champion(client, "m").version) == v1
     tags = client.get_model_version("m", v1).tags
     assert tags["champion_test_bleu"] == "none" and tags["decision"] == "promoted: first version"
@@ -34,16 +37,16 @@ def test_first_version_becomes_champion(client: MlflowClient):
 
 def test_a_worse_or_equal_version_leaves_the_champion_and_a_better_one_takes_it(client: MlflowClient):
     v1 = _version(client, 20.0)
-    promote_if_better(client, "m", v1, 20.0, SAME)
+    promote_if_better(client, "m", v1, 20.0, SAME, BEAM5)
     for bleu in (11.5, 20.0):  # worse, then a tie: a tie is not better
         v = _version(client, bleu)
-        decision = promote_if_better(client, "m", v, bleu, SAME)
+        decision = promote_if_better(client, "m", v, bleu, SAME, BEAM5)
         assert not decision["promoted"] and decision["champion_version"] == int(v1)
         assert str(client.get_model_version_by_alias("m", CHAMPION).version) == v1
         tags = client.get_model_version("m", v).tags
         assert tags["champion_test_bleu"] == "20.0000" and tags["decision"].startswith("kept champion:")
     v4 = _version(client, 27.25)
-    decision = promote_if_better(client, "m", v4, 27.25, SAME)
+    decision = promote_if_better(client, "m", v4, 27.25, SAME, BEAM5)
     assert decision["promoted"] and str(client.get_model_version_by_alias("m", CHAMPION).version) == v4
     assert client.get_model_version("m", v4).tags["champion_test_bleu"] == "20.0000"
 
