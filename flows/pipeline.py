@@ -21,8 +21,8 @@ from data_prep.errors import AlignflowError
 from data_prep.prepare import MANIFEST, Manifest, fingerprint, prepare
 from flows import provenance
 from flows.config import PipelineConfig
+from training import averaging, registry, tracking, trainer
 from training import evaluate as evaluation
-from training import registry, tracking, trainer
 from training.curves import log_learning_curves
 from training.data import load_train_data
 from training.loop import LoopConfig
@@ -92,10 +92,18 @@ def ray_run_name(run_id: str) -> str:
 
 
 @task
-def evaluate(config: PipelineConfig, manifest: Manifest, checkpoint: str, tracking_uri: str,
-             run_id: str) -> dict[str, float]:
-    """Scores the best checkpoint on the test split, from raw text to detokenized output."""
-    return evaluation.evaluate_checkpoint(checkpoint, manifest, config.decoding, tracking_uri, run_id)
+def average(config: PipelineConfig, trained: FitResult, tracking_uri: str, run_id: str) -> str:
+    """The average of the last train.average_checkpoints epochs' weights: the model tested and registered."""
+    return averaging.average_run(trained.latest, int(trained.last_metrics["epoch"]),
+                                 config.train.average_checkpoints, Path(config.work_dir) / "averaged" / run_id,
+                                 tracking_uri, run_id)
+
+
+@task
+def evaluate(config: PipelineConfig, manifest: Manifest, checkpoint: str, tracking_uri: str, run_id: str,
+             prefix: str = "test_") -> dict[str, float]:
+    """Scores a checkpoint on the test split, from raw text to detokenized output."""
+    return evaluation.evaluate_checkpoint(checkpoint, manifest, config.decoding, tracking_uri, run_id, prefix)
 
 
 def _transient(task: Any, task_run: TaskRun, state: State) -> bool:
@@ -120,8 +128,13 @@ def train_pipeline(config: PipelineConfig) -> dict[str, Any]:
     try:
         trained = train(config, manifest, tracking_uri, run_id)
         log_learning_curves(tracking_uri, run_id)
-        test_metrics = evaluate(config, manifest, trained.checkpoint, tracking_uri, run_id)
-        registered = register(config, manifest, trained.checkpoint, tracking_uri, run_id, test_metrics)
+        model = trained.checkpoint
+        if config.train.average_checkpoints > 1:
+            model = average(config, trained, tracking_uri, run_id)
+        test_metrics = evaluate(config, manifest, model, tracking_uri, run_id)
+        if model != trained.checkpoint:  # what averaging adds: the best single checkpoint, scored alike
+            test_metrics |= evaluate(config, manifest, trained.checkpoint, tracking_uri, run_id, "test_single_")
+        registered = register(config, manifest, model, tracking_uri, run_id, test_metrics)
     except BaseException as e:  # Ctrl-C and Prefect's cancellation are BaseExceptions: the run was killed
         tracking.end_run(tracking_uri, run_id, e)
         raise

@@ -68,7 +68,7 @@ def trained_model(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> Trai
 
     root = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    overrides = [*TINY, f"work_dir={root / 'work'}", "train.beam_size=3"]
+    overrides = [*TINY, f"work_dir={root / 'work'}", "train.beam_size=3", "train.average_checkpoints=2"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.chdir(root)

@@ -86,6 +86,9 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the decoder step, the body of the per-token loop; for "
                                              "GPUs (on 2 CPU cores it gained nothing and took ~50 s to compile)")
     heatmap_examples: NonNegativeInt = 3  # fixed validation sentences plotted each epoch
+    average_checkpoints: PositiveInt = Field(
+        1, description="test and register the average of the parameters of the last k epochs' checkpoints "
+                       "(OpenNMT-py's average_models); 1 = off: the best checkpoint by tracking.select_metric")
 
     def decoding(self, max_source_tokens: int | None = None) -> DecodingConfig:
         """How the test split is decoded, and so how the registered model decodes by default."""

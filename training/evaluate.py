@@ -25,7 +25,7 @@ from training.tracking import RunLogger
 from training.translator import Translator
 
 PREDICT_SETTINGS = ("beam_size", "length_penalty", "max_output_ratio")  # what a request to the pyfunc may set
-TRANSLATIONS = "test_translations.tsv"
+TRANSLATIONS = "translations.tsv"
 
 
 @dataclass(frozen=True)
@@ -90,18 +90,19 @@ def evaluate_translator(translator: Translator, test_set: EvalSet,
 
 
 def evaluate_checkpoint(checkpoint: str, manifest: Manifest, decoding: DecodingConfig, tracking_uri: str,
-                        run_id: str) -> dict[str, float]:
+                        run_id: str, prefix: str = "test_") -> dict[str, float]:
     """The pipeline's test scores: the checkpoint on the prepared test split with the run's decoding settings
-    (and greedy too, when that is a beam: what the beam adds), logged into the run with the translations."""
+    (and greedy too, when that is a beam: what the beam adds), logged into the run as `{prefix}bleu`, ... with the
+    translations (`{prefix}translations.tsv`)."""
     translator = Translator.from_checkpoint(checkpoint, manifest.src_tokenizer, manifest.tgt_tokenizer, decoding)
     test = eval_set(manifest, "test")
     result = evaluate_translator(translator, test)
-    metrics = result.metrics("test_")
+    metrics = result.metrics(prefix)
     if decoding.beam_size > 1:  # greedy too: what beam search adds, and the figure peers usually quote
-        metrics |= evaluate_translator(translator, test, decoding.override(beam_size=1)).metrics("test_greedy_")
+        metrics |= evaluate_translator(translator, test, decoding.override(beam_size=1)).metrics(f"{prefix}greedy_")
     log = RunLogger(tracking_uri, run_id)
     log.metrics(metrics, step=0)
-    log.text(result.translations_tsv(), TRANSLATIONS)
+    log.text(result.translations_tsv(), f"{prefix}translations.tsv")
     return metrics
 
 

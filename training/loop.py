@@ -33,6 +33,7 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from data_prep.specials import EOS_ID
+from training.averaging import EpochWindow
 from training.batching import global_batches, worker_slice
 from training.config import ModelConfig, TrainConfig
 from training.data import EncodedSplit, TrainData, collate
@@ -203,6 +204,7 @@ class Worker:
     scaler: torch.amp.GradScaler | None  # fp16 only
     src_tok: Tokenizer
     tgt_tok: Tokenizer
+    window: EpochWindow  # rank 0: the epochs before the latest, for train.average_checkpoints
 
 
 def setup(job: LoopConfig) -> Worker:
@@ -226,7 +228,9 @@ def setup(job: LoopConfig) -> Worker:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=job.train.lr_decay, patience=job.train.lr_patience)
     torch.manual_seed(job.train.seed + 1 + rank)  # distinct dropout masks per rank
-    return Worker(job, rank, ctx.get_world_size(), device, model, optimizer, scheduler, scaler, src_tok, tgt_tok)
+    window = EpochWindow(job.train.average_checkpoints - 1 if rank == 0 else 0)
+    return Worker(job, rank, ctx.get_world_size(), device, model, optimizer, scheduler, scaler, src_tok, tgt_tok,
+                  window)
 
 
 def restore(w: Worker, checkpoint: ray.train.Checkpoint) -> Progress:
@@ -240,6 +244,8 @@ def restore(w: Worker, checkpoint: ray.train.Checkpoint) -> Progress:
         progress = Progress.load(Path(d) / PROGRESS)
         if len(state["rng"]) == w.world:  # else a different worker count: keep the fresh per-rank seeds
             _set_rng_state(state["rng"][w.rank], w.device)
+        w.window = EpochWindow.load(w.window.size, Path(d))
+    w.window.push(progress.epoch, w.model)
     return progress
 
 
@@ -330,6 +336,8 @@ def write_checkpoint(w: Worker, progress: Progress, rng: list[dict[str, torch.Te
     progress.save(out / PROGRESS)
     (out / MODEL_CONFIG).write_text(w.job.model.model_dump_json())
     (out / DECODING).write_text(w.job.train.decoding(w.job.max_source_tokens).model_dump_json())
+    w.window.save(out)  # the epochs before this one...
+    w.window.push(progress.epoch, _unwrap(w.model))  # ...and this one, for the next checkpoint
 
 
 def save_and_report(w: Worker, progress: Progress, metrics: dict[str, float], translator: Translator,

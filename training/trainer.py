@@ -104,6 +104,7 @@ class FitResult:
     checkpoint: str  # local directory of the best checkpoint by the selection metric
     metrics: dict[str, float]  # that checkpoint's epoch metrics
     last_metrics: dict[str, float]  # the last epoch's metrics
+    latest: str  # local directory of the last epoch's checkpoint
 
 
 def fit(job: LoopConfig, data: TrainData, scaling: ScalingSettings, name: str, storage_path: Path | str,
@@ -150,4 +151,5 @@ def fit(job: LoopConfig, data: TrainData, scaling: ScalingSettings, name: str, s
     best, metrics = max(result.best_checkpoints, key=lambda cm: cm[1][job.select_metric])
     # Evaluation and registration read files: fetch the checkpoint when it lives in cloud storage.
     local = best.path if "://" not in storage else best.to_directory()
-    return FitResult(local, metrics, result.metrics)
+    latest = result.checkpoint.path if "://" not in storage else result.checkpoint.to_directory()
+    return FitResult(local, metrics, result.metrics, latest)

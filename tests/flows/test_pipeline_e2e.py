@@ -57,6 +57,10 @@ def test_flow_trains_on_ray_records_in_mlflow_and_registers_a_usable_model(train
     # every checkpoint carries the decoding settings beside its weights
     checkpoints = list((trained.root / "work" / "ray").rglob(DECODING))
     assert checkpoints and all(DecodingConfig.model_validate_json(p.read_text()).beam_size == 3 for p in checkpoints)
+    # train.average_checkpoints=2: test and registration used the mean of the last two epochs' weights, and the best
+    # single checkpoint was scored alike, for comparison
+    assert run.data.tags["averaged_checkpoints"].startswith("epochs 2, 3 (from ")
+    assert "test_single_bleu" in run.data.metrics and "averaging" in artifacts
     # the model carries the packages' sources, not this interpreter's bytecode
     code = Path(mlflow.artifacts.download_artifacts("models:/tiny-dates/1")) / "code"
     files = {p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()}
