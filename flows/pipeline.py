@@ -5,7 +5,6 @@ data's `Manifest`, training's `FitResult`, metrics). Every MLflow call lives in 
 
 import dataclasses
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,7 @@ def train(config: PipelineConfig, manifest: Manifest, tracking_uri: str, run_id:
     # The Ray run is named after the MLflow run: continuing that run (same run_name) resumes this one.
     return trainer.fit(job, load_train_data(manifest.encoded), config.scaling, name=ray_run_name(run_id),
                        storage_path=config.scaling.storage_path or Path(config.work_dir) / "ray",
-                       keep=config.tracking.keep_checkpoints)
+                       keep=config.tracking.keep_checkpoints, say=get_run_logger().info)
 
 
 def ray_run_name(run_id: str) -> str:
@@ -148,9 +147,19 @@ def train_pipeline(config: PipelineConfig) -> dict[str, Any]:
     if url:
         create_link_artifact(key="mlflow-run", link=url, link_text=f"MLflow run {run_id}",
                              description="this run in the MLflow UI")
-    print(json.dumps({k: summary[k] for k in ("run_id", "test_bleu", "test_exact_match", "version",
-                                               "champion")}))
+    print(_final_line(config, summary))
     return summary
+
+
+def _final_line(config: PipelineConfig, s: dict[str, Any]) -> str:
+    """Where the run is, what it scored, the version it registered and whether that version is the champion."""
+    champion = (f"champion now (test BLEU {s['test_bleu']:.2f})" if s["champion"] else
+                f"challenger; champion stays version {s['champion_version']} (test BLEU "
+                f"{s['champion_test_bleu']:.2f} >= {s['test_bleu']:.2f})")
+    return (f"done: MLflow run {s['run_id']} in experiment {config.tracking.experiment!r} "
+            f"({s['mlflow_url'] or s['tracking_uri']}) | test BLEU "
+            f"{s['test_bleu']:.2f}, exact match {s['test_exact_match']:.1f}% | registered "
+            f"{config.tracking.model_name} version {s['version']}, {champion}")
 
 
 def _summary_markdown(config: PipelineConfig, s: dict[str, Any]) -> str:

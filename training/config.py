@@ -89,6 +89,7 @@ class TrainConfig(_Section):
     average_checkpoints: PositiveInt = Field(
         1, description="test and register the average of the parameters of the last k epochs' checkpoints "
                        "(OpenNMT-py's average_models); 1 = off: the best checkpoint by tracking.select_metric")
+    log_every: PositiveInt = Field(50, description="a progress line every this many steps (and at each epoch's end)")
 
     def decoding(self, max_source_tokens: int | None = None) -> DecodingConfig:
         """How the test split is decoded, and so how the registered model decodes by default."""

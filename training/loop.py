@@ -40,6 +40,7 @@ from training.data import EncodedSplit, TrainData, collate
 from training.heatmap import plot_attention
 from training.metrics import score
 from training.model import Seq2Seq
+from training.progress import Lines
 from training.tracking import RunLogger
 from training.translator import DECODING, MODEL_CONFIG, WEIGHTS, Translator, build_model
 
@@ -177,7 +178,9 @@ class Progress:
     epoch: int = 0
     step: int = 0  # optimizer updates: the same count for any number of workers
     best: float = -math.inf  # best selection metric so far (early stopping)
+    best_epoch: int = 0
     bad_epochs: int = 0
+    pairs: int = 0  # sentence pairs trained on, all workers together
     # Wall-clock time spent training so far, across resumes, validation and checkpoints included; checkpoints
     # written before the time budget existed lack it.
     seconds: float = 0.0
@@ -278,30 +281,55 @@ class EpochTrained:
     seconds: float  # on the slowest rank
 
 
+class StepLog:
+    """The figures of the steps since the last progress line. Collective: every rank calls `line` at the same
+    steps; the summed loss and tokens of all ranks go into rank 0's line."""
+
+    def __init__(self, w: Worker, lines: Lines | None) -> None:
+        self.w, self.lines = w, lines
+        self.t, self.loss, self.tokens = time.perf_counter(), 0.0, 0.0
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss, self.tokens = self.loss + loss, self.tokens + tokens
+
+    def line(self, epoch: int, progress: Progress, in_epoch: int, epoch_steps: int, elapsed: float) -> None:
+        loss, tokens = _allreduce([self.loss, self.tokens])
+        now = time.perf_counter()
+        if self.lines:
+            self.lines.steps(epoch, progress.step, in_epoch, epoch_steps, loss, tokens, now - self.t,
+                             self.w.optimizer.param_groups[0]["lr"], elapsed)
+        self.t, self.loss, self.tokens = now, 0.0, 0.0
+
+
 def train_epoch(w: Worker, train: EncodedSplit, progress: Progress, epoch: int, budget: float,
-                reserve: float) -> EpochTrained:
+                reserve: float, lines: Lines | None = None) -> EpochTrained:
     """The steps of one epoch, each after setting the LR (anneal schedule); cut short, at the same step on every
     rank, when the time budget runs out. `reserve`: the last epoch's validation + checkpoint time, kept free for
-    this one's."""
+    this one's. A progress line every `train.log_every` steps and at the epoch's last step (`lines`: rank 0)."""
     cfg = w.job.train
     w.model.train()
     batches = global_batches(train.src_len, train.tgt_len, cfg.batch_tokens, cfg.seed, epoch, min_size=w.world)
     t0, loss_sum, tokens = time.perf_counter(), 0.0, 0.0
+    log = StepLog(w, lines)
     spent = progress.seconds + reserve
-    for batch in batches:
+    for i, batch in enumerate(batches, 1):
         if w.scheduler is None:
             done = max(progress.step / (cfg.epochs * len(batches)), spent / budget)
             for group in w.optimizer.param_groups:
                 group["lr"] = annealed_lr(cfg.lr, done, cfg.lr_anneal)
         loss, n = train_step(w.model, w.optimizer, train, batch, w.rank, w.world, w.device, cfg.clip_norm,
                              cfg.label_smoothing, cfg.precision, w.scaler)
-        progress.step += 1
+        progress.step, progress.pairs = progress.step + 1, progress.pairs + len(batch)
         loss_sum, tokens = loss_sum + loss, tokens + n
+        log.add(loss, n)
         # Every rank must stop at the same step: take the slowest rank's clock.
         if budget < math.inf:
             spent = progress.seconds + reserve + _allreduce([time.perf_counter() - t0], dist.ReduceOp.MAX)[0]
-            if spent >= budget:
-                break
+        last = i == len(batches) or spent >= budget
+        if last or progress.step % cfg.log_every == 0:
+            log.line(epoch, progress, i, len(batches), progress.seconds + time.perf_counter() - t0)
+        if last:
+            break
     [elapsed] = _allreduce([time.perf_counter() - t0], dist.ReduceOp.MAX)  # the group is as slow as its slowest
     return EpochTrained(epoch, loss_sum, tokens, elapsed)
 
@@ -321,7 +349,7 @@ def validate_epoch(w: Worker, data: TrainData, progress: Progress, trained: Epoc
     if w.scheduler:
         w.scheduler.step(selected)
     if selected > progress.best:
-        progress.best, progress.bad_epochs = selected, 0
+        progress.best, progress.best_epoch, progress.bad_epochs = selected, trained.epoch, 0
     else:
         progress.bad_epochs += 1
     progress.epoch = trained.epoch
@@ -370,24 +398,40 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     w.model = ray.train.torch.prepare_model(w.model)  # [3] moves to the device and wraps in DDP
     compress_gradients(w.model, job.grad_compression)
     log = open_run_log(w)
-    if checkpoint and w.rank == 0:
-        print(f"resuming at epoch {start_epoch} (global step {progress.step}) on {w.world} workers")
-
     budget = job.train.max_minutes * 60 if job.train.max_minutes else math.inf
+    lines = None
+    if w.rank == 0:  # rank 0 speaks for the group: to the driver's queue, or printed outside a pipeline run
+        queue = config.get("lines")
+        lines = Lines(print if queue is None else queue.put, job.train.epochs, budget, job.select_metric)
+        lines.started(w.world, str(w.device), len(data.train), start_epoch)
     # The last epoch's validation + checkpoint time, reserved so that the budget also covers the next ones.
     reserve = 0.0
     # An epoch starts only if the budget has room for a step beyond the reserve (else it would be one step
     # followed by a repeat of the last validation).
     while (progress.epoch < job.train.epochs and progress.bad_epochs < job.train.patience
            and progress.seconds + reserve < budget):
-        trained = train_epoch(w, data.train, progress, progress.epoch + 1, budget, reserve)
+        trained = train_epoch(w, data.train, progress, progress.epoch + 1, budget, reserve, lines)
         t_val = time.perf_counter()
         metrics, translator = validate_epoch(w, data, progress, trained, start_epoch)
         [validation_s] = _allreduce([time.perf_counter() - t_val], dist.ReduceOp.MAX)
         progress.seconds += trained.seconds + validation_s
         metrics["train_minutes"] = progress.seconds / 60  # for curves by wall-clock time
+        metrics["pairs_seen"] = progress.pairs  # for curves by data seen, whatever the batch size
+        if lines:
+            lines.validated(progress.epoch, metrics, progress.best, progress.best_epoch)
         t_ckpt = time.perf_counter()
         save_and_report(w, progress, metrics, translator, data.validation, log)
         checkpoint_s = time.perf_counter() - t_ckpt
         progress.seconds += checkpoint_s  # checkpointing counts against the budget too
         reserve = validation_s + checkpoint_s
+    if lines:
+        lines.stopped(progress.epoch, _stop_reason(job, progress, reserve, budget), progress.seconds,
+                      progress.best, progress.best_epoch)
+
+
+def _stop_reason(job: LoopConfig, progress: Progress, reserve: float, budget: float) -> str:
+    if progress.bad_epochs >= job.train.patience:
+        return f"no better {job.select_metric} for {progress.bad_epochs} epochs"
+    if progress.epoch < job.train.epochs and progress.seconds + reserve >= budget:
+        return f"time budget of {job.train.max_minutes:g} minutes spent"
+    return "all epochs done"

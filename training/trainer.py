@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -28,6 +29,7 @@ from ray.train.v2._internal.callbacks.placement_group_callback import PlacementG
 from training.config import ScalingSettings
 from training.data import TrainData
 from training.loop import LoopConfig, train_loop_per_worker
+from training.progress import Relay
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -108,20 +110,21 @@ class FitResult:
 
 
 def fit(job: LoopConfig, data: TrainData, scaling: ScalingSettings, name: str, storage_path: Path | str,
-        keep: int) -> FitResult:
+        keep: int, say: Callable[[str], None] = print) -> FitResult:
     """Train on the Ray cluster: the best checkpoint, its metrics and the last epoch's metrics.
 
     `name` + `storage_path` identify the run: calling again with the same pair resumes it. On a multi-node
     cluster `storage_path` must be shared (NFS mount, or s3://... / gs://... via pyarrow filesystems): workers
-    write checkpoints there and the driver reads the best one back.
+    write checkpoints there and the driver reads the best one back. `say` prints rank 0's progress lines.
     """
     connect(scaling)
     storage = str(storage_path) if "://" in str(storage_path) else str(Path(storage_path).resolve())
+    relay = Relay(say)
     trainer = _AbortingTrainer(
         train_loop_per_worker,
         # The encoded corpus (flat numpy arrays) goes through the object store: workers on the driver's node
         # read it zero-copy, workers on other nodes receive it over the network, so no shared disk is needed.
-        train_loop_config={"job": job.model_dump(), "data": ray.put(data)},
+        train_loop_config={"job": job.model_dump(), "data": ray.put(data), "lines": relay.queue},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=scaling.resources),
@@ -136,7 +139,8 @@ def fit(job: LoopConfig, data: TrainData, scaling: ScalingSettings, name: str, s
     )
     handlers = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
     try:
-        result = trainer.fit()
+        with relay:
+            result = trainer.fit()
     except KeyboardInterrupt:
         on_term = handlers[signal.SIGTERM]
         if trainer.stopped_by == signal.SIGTERM and callable(on_term):

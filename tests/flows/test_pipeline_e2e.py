@@ -30,6 +30,9 @@ def test_flow_trains_on_ray_records_in_mlflow_and_registers_a_usable_model(train
     for key in ("train_loss", "val_loss", "val_ppl", "val_exact_match", "train_tokens_per_s", "test_bleu",
                 "test_greedy_bleu"):
         assert key in run.data.metrics, key
+    # every training pair once per epoch, all workers together
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "pairs_seen")] == [
+        3000.0 * epoch for epoch in range(1, len(history) + 1)]
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"dates-train", "dates-validation", "dates-test"}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"tokenizers", "attention", "config.json", "test_translations.tsv"} <= artifacts
