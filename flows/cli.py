@@ -26,7 +26,9 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)  # validate before anything starts
     resolve_source(config.data)  # a missing directory, split or language fails here, in a second
     from flows.pipeline import train_pipeline
+    from flows.preflight import start_ephemeral_prefect
 
+    start_ephemeral_prefect()
     for handler in logging.getLogger().handlers:  # Prefect's console handler sits on the root logger
         handler.addFilter(_HideUserErrorTracebacks())
     train_pipeline(config)
