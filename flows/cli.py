@@ -26,8 +26,10 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)  # validate before anything starts
     resolve_source(config.data)  # a missing directory, split or language fails here, in a second
     from flows.pipeline import train_pipeline
-    from flows.preflight import start_ephemeral_prefect
+    from flows.preflight import check_cluster, check_servers, start_ephemeral_prefect
 
+    check_servers(config)  # a server named in the config or environment that does not answer: one line each
+    check_cluster(config)  # a job the Ray cluster can never hold fails now, not after waiting for ever
     start_ephemeral_prefect()
     for handler in logging.getLogger().handlers:  # Prefect's console handler sits on the root logger
         handler.addFilter(_HideUserErrorTracebacks())
@@ -198,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except AlignflowError as e:
-        print(f"alignflow: error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [""]:  # some errors list several problems, one line each
+            print(f"alignflow: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("alignflow: interrupted", file=sys.stderr)
