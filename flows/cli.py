@@ -122,6 +122,17 @@ def _deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gc(args: argparse.Namespace) -> int:
+    from flows.config import load_config
+    from flows.gc import collect
+    from flows.preflight import check_tracking
+
+    config = load_config(args.config, args.set)
+    check_tracking(config)
+    collect(config, args.older_than, dry_run=args.dry_run)
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import version
 
@@ -188,6 +199,16 @@ def parser() -> argparse.ArgumentParser:
     when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
     dep.add_argument("--limit", type=int, default=1, help="most flow runs at once (default 1)")
     dep.set_defaults(func=_deploy)
+    gc = _subcommand(sub, "gc", "delete Ray checkpoints of completed runs and prepared corpora no run needs",
+                     "alignflow gc --config configs/default.yaml --dry-run",
+                     "Keeps what a run that can be resumed needs, directories whose run the tracking store does not "
+                     "know, and anything newer than --older-than days; never touches the MLflow store.")
+    gc.add_argument("--config", help="YAML config whose work_dir, scaling.storage_path and tracking.uri to clean")
+    gc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    gc.add_argument("--older-than", type=float, default=7.0, metavar="DAYS",
+                    help="only what was last written or used more than DAYS ago (default 7)")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    gc.set_defaults(func=_gc)
     return p
 
 

@@ -29,16 +29,28 @@ def check_servers(config: PipelineConfig) -> None:
     if api := PREFECT_API_URL.value():
         problems.append(_http(f"Prefect API PREFECT_API_URL={redact(api)}", api.rstrip("/") + "/health",
                               _auth(PREFECT_API_AUTH_STRING.value(), PREFECT_API_KEY.value())))
-    uri = resolve_tracking_uri(config.tracking.uri)
-    if uri.startswith(("http://", "https://")):
-        parts = urlsplit(uri)  # /health needs no credentials, and urllib takes none in the URL
-        bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-        problems.append(_http(f"MLflow tracking server {redact(uri)}", bare.rstrip("/") + "/health"))
+    problems.append(_tracking_problem(resolve_tracking_uri(config.tracking.uri)))
     address = ray_address(config.scaling)
     if address not in ("local", "auto"):
         problems.append(_tcp(f"Ray cluster {address}", address))
     if lines := [p for p in problems if p]:
         raise UnavailableError("\n".join(lines))
+
+
+def check_tracking(config: PipelineConfig) -> None:
+    """The MLflow tracking server alone (commands that need nothing else)."""
+    from training.tracking import resolve_tracking_uri
+
+    if problem := _tracking_problem(resolve_tracking_uri(config.tracking.uri)):
+        raise UnavailableError(problem)
+
+
+def _tracking_problem(uri: str) -> str | None:
+    if not uri.startswith(("http://", "https://")):
+        return None  # a local store
+    parts = urlsplit(uri)  # /health needs no credentials, and urllib takes none in the URL
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return _http(f"MLflow tracking server {redact(uri)}", bare.rstrip("/") + "/health")
 
 
 def _auth(auth_string: str | None, api_key: str | None) -> dict[str, str]:

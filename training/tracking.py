@@ -10,7 +10,7 @@ from typing import Any
 import mlflow
 from datasets import load_from_disk
 from filelock import FileLock
-from mlflow.entities import Metric, Run
+from mlflow.entities import Metric, Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
@@ -175,3 +175,30 @@ def end_run(tracking_uri: str, run_id: str, error: BaseException | None = None) 
         client.set_terminated(run_id)
     else:
         client.set_terminated(run_id, "FAILED" if isinstance(error, Exception) else "KILLED")
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What `alignflow gc` needs to know of a pipeline run: may it still be resumed, and which corpus it used."""
+
+    run_id: str
+    resumable: bool  # never completed and not deleted: its checkpoints and corpus are still needed
+    data_fingerprint: str | None
+    started_s: float  # seconds since the epoch
+
+
+def run_states(tracking_uri: str) -> list[RunState]:
+    """Every run of every experiment in the store, deleted ones included (they are never resumed)."""
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    states, token = [], None
+    while experiments:
+        page = client.search_runs(experiments, run_view_type=ViewType.ALL, max_results=1000, page_token=token)
+        states += [RunState(r.info.run_id,
+                            r.info.lifecycle_stage != "deleted" and r.data.tags.get(COMPLETE_TAG) != "true",
+                            r.data.tags.get("data_fingerprint"),  # flows/provenance.py run_tags
+                            r.info.start_time / 1000) for r in page]
+        token = page.token
+        if not token:
+            break
+    return states
