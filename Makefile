@@ -10,7 +10,7 @@ CONFIG ?= configs/default.yaml
 #   make clean install TORCH_INDEX=https://download.pytorch.org/whl/cu128   # a chosen CUDA version
 TORCH_INDEX ?=
 
-.PHONY: run test lint install system-deps clean
+.PHONY: run test lint install system-deps clean gc
 
 PY311 := import sys; sys.exit(sys.version_info[:2] != (3, 11))
 # What is wrong with the Python that .venv is (or would be) made with; empty when it is a working 3.11.
@@ -51,5 +51,13 @@ test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -rs --durations=15
 
+# What no run needs any more: Ray checkpoints of completed runs, unused prepared corpora (see flows/gc.py).
+# GC_ARGS=--dry-run to see what would go; --older-than DAYS (default 7).
+gc: $(STAMP)
+	$(BIN)/alignflow gc --config $(CONFIG) $(GC_ARGS)
+
+# The installation and tool caches only. Never the MLflow store (mlflow.db, mlartifacts/: runs and registered
+# models) nor alignflow-work/ (checkpoints of runs that may be resumed): `make gc` prunes those safely.
 clean:
-	rm -rf $(VENV) alignflow-work mlflow.db mlartifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

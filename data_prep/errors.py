@@ -11,3 +11,7 @@ class ConfigError(AlignflowError):
 
 class DataError(AlignflowError):
     """A corpus that is missing, malformed or inconsistent."""
+
+
+class UnavailableError(AlignflowError):
+    """A server or cluster the run needs cannot be reached, or can never hold the job as configured."""

@@ -1,17 +1,23 @@
 """Load -> validate -> tokenize -> encode -> length-filter -> save, into a directory named by a fingerprint of
-the corpus content and the settings, so an unchanged corpus with unchanged settings is never prepared twice."""
+the corpus content and the settings, so an unchanged corpus with unchanged settings is never prepared twice.
+
+Safe for concurrent runs in one work dir: each writes into its own temporary directory and publishes it with one
+rename under a lock file, so `<fingerprint>/` is either absent or complete. A run that loses the race finds the
+winner's complete directory, uses it and discards its own copy; nobody deletes a directory another run reads."""
 
 import dataclasses
 import hashlib
 import json
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from datasets import DatasetDict
+from filelock import FileLock
 
 from data_prep.config import DataConfig, TokenizerConfig
 from data_prep.errors import DataError
@@ -24,6 +30,11 @@ log = logging.getLogger(__name__)
 # Bump when the on-disk layout or the preparation logic changes, so old caches are not reused.
 PREP_VERSION = 2
 MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"  # unfinished preparations: <root>/.tmp-<fingerprint>-<random>/ (`alignflow gc` removes stale ones)
+
+
+def lock_path(root: Path, fp: str) -> Path:
+    return Path(root) / f".{fp}.lock"
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,8 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, root: Path) -> Manifes
     """Prepares the corpus under `root/<fingerprint>` (or reuses it) and returns its manifest."""
     fp = fingerprint(data, tokenizer)
     out = Path(root).resolve() / fp
-    if (out / MANIFEST).exists():
-        return dataclasses.replace(Manifest.read(out), reused=True)
+    if (done := _reuse(out)) is not None:
+        return done
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -105,13 +116,6 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, root: Path) -> Manifes
     log.info("prepared %s: kept %s, dropped as longer than %d tokens %s, skipped for a blank side %s",
              data.source, {s: len(encoded[s]) for s in SPLITS}, data.max_len, dropped, corpus.skipped_blank)
 
-    # Write to a temp dir and rename, so an interrupted run never leaves a half-written cache behind.
-    tmp = out.with_name(fp + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    src_tok.save(str(tmp / "src_tokenizer.json"))
-    tgt_tok.save(str(tmp / "tgt_tokenizer.json"))
-    encoded.save_to_disk(str(tmp / "encoded"))
     manifest = Manifest(
         fingerprint=fp,
         source=data.source,
@@ -128,7 +132,36 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, root: Path) -> Manifes
         tgt_vocab=tgt_tok.get_vocab_size(),
         timings={k: round(v, 3) for k, v in timings.items()},
     )
-    (tmp / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    # A temp dir of this run's own, renamed into place: an interrupted run never leaves a half-written cache
+    # behind, and two runs preparing the same corpus never write into (or delete) each other's files.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{fp}-", dir=out.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the published corpus from other users of a shared work dir
+        src_tok.save(str(tmp / "src_tokenizer.json"))
+        tgt_tok.save(str(tmp / "tgt_tokenizer.json"))
+        encoded.save_to_disk(str(tmp / "encoded"))
+        (tmp / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2))  # last: its presence means complete
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _publish(tmp, out, manifest)
+
+
+def _reuse(out: Path) -> Manifest | None:
+    return dataclasses.replace(Manifest.read(out), reused=True) if (out / MANIFEST).exists() else None
+
+
+def _publish(tmp: Path, out: Path, manifest: Manifest) -> Manifest:
+    """Renames `tmp` to `out` unless another run got there first. The lock makes check-and-rename one step, so
+    a complete `out` is never replaced; an incomplete one (files deleted by hand) is moved aside first."""
+    with FileLock(lock_path(out.parent, out.name)):
+        if (done := _reuse(out)) is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return done
+        if out.exists():
+            stale = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out.name}-stale-", dir=out.parent))
+            out.rename(stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.rename(out)
     return manifest

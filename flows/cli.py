@@ -26,7 +26,11 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)  # validate before anything starts
     resolve_source(config.data)  # a missing directory, split or language fails here, in a second
     from flows.pipeline import train_pipeline
+    from flows.preflight import check_cluster, check_servers, start_ephemeral_prefect
 
+    check_servers(config)  # a server named in the config or environment that does not answer: one line each
+    check_cluster(config)  # a job the Ray cluster can never hold fails now, not after waiting for ever
+    start_ephemeral_prefect()
     for handler in logging.getLogger().handlers:  # Prefect's console handler sits on the root logger
         handler.addFilter(_HideUserErrorTracebacks())
     train_pipeline(config)
@@ -118,6 +122,17 @@ def _deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gc(args: argparse.Namespace) -> int:
+    from flows.config import load_config
+    from flows.gc import collect
+    from flows.preflight import check_tracking
+
+    config = load_config(args.config, args.set)
+    check_tracking(config)
+    collect(config, args.older_than, dry_run=args.dry_run)
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import version
 
@@ -184,6 +199,16 @@ def parser() -> argparse.ArgumentParser:
     when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
     dep.add_argument("--limit", type=int, default=1, help="most flow runs at once (default 1)")
     dep.set_defaults(func=_deploy)
+    gc = _subcommand(sub, "gc", "delete Ray checkpoints of completed runs and prepared corpora no run needs",
+                     "alignflow gc --config configs/default.yaml --dry-run",
+                     "Keeps what a run that can be resumed needs, directories whose run the tracking store does not "
+                     "know, and anything newer than --older-than days; never touches the MLflow store.")
+    gc.add_argument("--config", help="YAML config whose work_dir, scaling.storage_path and tracking.uri to clean")
+    gc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    gc.add_argument("--older-than", type=float, default=7.0, metavar="DAYS",
+                    help="only what was last written or used more than DAYS ago (default 7)")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    gc.set_defaults(func=_gc)
     return p
 
 
@@ -196,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except AlignflowError as e:
-        print(f"alignflow: error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [""]:  # some errors list several problems, one line each
+            print(f"alignflow: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("alignflow: interrupted", file=sys.stderr)

@@ -114,6 +114,9 @@ class ScalingSettings(_Section):
     storage_path: str | None = Field(
         None, description="where Ray Train keeps checkpoints; shared by all nodes on a multi-node cluster "
                           "(an NFS mount, s3://bucket/prefix, gs://...); default: work_dir/ray")
+    autoscaling: bool = Field(
+        False, description="the cluster adds nodes on demand (Ray autoscaler, KubeRay autoscaling): wait for "
+                           "them; false: a job the cluster's nodes can never hold fails at once, naming both")
     max_failures: NonNegativeInt = Field(
         2, description="restarts of the worker group from the latest checkpoint after a worker or node dies")
     grad_compression: Literal["none", "fp16"] = Field(

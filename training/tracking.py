@@ -9,13 +9,17 @@ from typing import Any
 
 import mlflow
 from datasets import load_from_disk
-from mlflow.entities import Metric, Run
+from filelock import FileLock
+from mlflow.entities import Metric, Run, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from data_prep.errors import ConfigError
 from data_prep.prepare import Manifest
 from training.metrics import signatures
 
+SQLITE = "sqlite:///"
 RUN_NAME_TAG = "alignflow.run_name"
 # Set when the whole pipeline has finished. The run's MLflow status can't tell: every `with mlflow.start_run()`
 # block ends by marking the run FINISHED.
@@ -46,10 +50,21 @@ def resolve_tracking_uri(uri: str | None) -> str:
     """Config value, else MLFLOW_TRACKING_URI, else ./mlflow.db -- made absolute, since Ray workers run
     in other working directories."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
+        uri = SQLITE + str(Path(uri[len(SQLITE):]).resolve())
     return uri
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client for `uri`, creating a local sqlite store under a lock file: MLflow creates and migrates the
+    tables on first use with no lock of its own, so two runs starting at once on a new `mlflow.db` collide
+    ("duplicate column name"). Servers need no lock; their own database handles concurrent clients."""
+    if not uri.startswith(SQLITE):
+        return MlflowClient(uri)
+    with FileLock(uri[len(SQLITE):] + ".lock"):
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # creates the tables while the lock is held
+    return client
 
 
 def is_local_store(uri: str) -> bool:
@@ -94,19 +109,25 @@ def resumable_run(client: MlflowClient, exp_id: str, name: str | None, params: d
 
 
 def _experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """The experiment's id, creating it if needed; a run that loses the race to create it uses the winner's."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     # An explicit artifact location for local stores; otherwise workers would write under Ray's temp dirs.
     location = Path("mlartifacts").resolve().as_uri() if is_local_store(tracking_uri) else None
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as e:
+        if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def start_run(tracking_uri: str, spec: RunSpec, manifest: Manifest) -> TrackedRun:
     """One MLflow run per pipeline run, created on the driver; workers only log into it. With a
     `resume_name` whose last run did not finish, that run is continued instead: the Ray run name derives
     from the MLflow run id, so training resumes from its latest checkpoint and logs into the same run."""
-    client = MlflowClient(tracking_uri)
+    client = open_store(tracking_uri)
     exp_id = _experiment_id(client, spec.experiment, tracking_uri)
     previous = resumable_run(client, exp_id, spec.resume_name, spec.params)
     if previous is not None:
@@ -154,3 +175,30 @@ def end_run(tracking_uri: str, run_id: str, error: BaseException | None = None) 
         client.set_terminated(run_id)
     else:
         client.set_terminated(run_id, "FAILED" if isinstance(error, Exception) else "KILLED")
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What `alignflow gc` needs to know of a pipeline run: may it still be resumed, and which corpus it used."""
+
+    run_id: str
+    resumable: bool  # never completed and not deleted: its checkpoints and corpus are still needed
+    data_fingerprint: str | None
+    started_s: float  # seconds since the epoch
+
+
+def run_states(tracking_uri: str) -> list[RunState]:
+    """Every run of every experiment in the store, deleted ones included (they are never resumed)."""
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    states, token = [], None
+    while experiments:
+        page = client.search_runs(experiments, run_view_type=ViewType.ALL, max_results=1000, page_token=token)
+        states += [RunState(r.info.run_id,
+                            r.info.lifecycle_stage != "deleted" and r.data.tags.get(COMPLETE_TAG) != "true",
+                            r.data.tags.get("data_fingerprint"),  # flows/provenance.py run_tags
+                            r.info.start_time / 1000) for r in page]
+        token = page.token
+        if not token:
+            break
+    return states

@@ -12,6 +12,7 @@ metrics, each checkpoint's path, worker-group set-up) go only to the session's l
 """
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -26,6 +27,7 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
+from data_prep.errors import UnavailableError
 from training.config import ScalingSettings
 from training.data import TrainData
 from training.loop import LoopConfig, train_loop_per_worker
@@ -34,12 +36,16 @@ from training.progress import Relay
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def ray_address(scaling: ScalingSettings) -> str:
+    return scaling.address or os.environ.get("RAY_ADDRESS") or "local"
+
+
 def connect(scaling: ScalingSettings) -> None:
     """Join `scaling.address` / RAY_ADDRESS if given; otherwise start a new local cluster on this machine
     ("local", never the auto-detected cluster of someone else's `ray start`)."""
     if ray.is_initialized():
         return
-    address = scaling.address or os.environ.get("RAY_ADDRESS") or "local"
+    address = ray_address(scaling)
     if address == "local":
         if "RAY_AUTH_MODE" not in os.environ:
             # Ray turns token authentication on for a new local cluster, with a warning that it did unless the
@@ -51,12 +57,46 @@ def connect(scaling: ScalingSettings) -> None:
         # whole cluster, and the watcher's start logs an error line about its constructor arguments.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     on_term = signal.getsignal(signal.SIGTERM)
-    ray.init(address=address, include_dashboard=False, log_to_driver=True,
-             configure_logging=True, logging_level="WARNING")
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                 configure_logging=True, logging_level="WARNING")
+    except ConnectionError as e:
+        raise UnavailableError(f"Ray cluster {address}: {str(e).splitlines()[0]}") from None
     # ray.init replaces the SIGTERM handler with a bare sys.exit; keep the host's (Prefect turns SIGTERM into
     # a cancelled or crashed flow run), which the abort handler below calls after stopping the training.
     if callable(on_term) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_term)
+
+
+def local_node() -> dict[str, float]:
+    """The resources a new local cluster on this machine will have, as Ray itself works them out when it
+    starts one (CPUs as the cgroup allows, detected GPUs, RAY_OVERRIDE_RESOURCES), without starting it."""
+    from ray._private.resource_and_label_spec import ResourceAndLabelSpec  # pinned Ray: a private helper
+
+    return {k: float(v) for k, v in ResourceAndLabelSpec().resolve(is_head=True).to_resource_dict().items()}
+
+
+def check_fits(scaling: ScalingSettings, nodes: list[dict[str, float]] | None = None) -> None:
+    """Raises UnavailableError if the cluster's nodes (default: those of the connected cluster) can never hold
+    `num_workers` workers of `resources_per_worker`; Ray Train would wait for them without end. A worker's
+    resources must come from one node, so each node holds floor(min over resources of node / per worker)
+    workers. Skipped with `scaling.autoscaling`: the nodes such a cluster has now are not all it can have."""
+    if scaling.autoscaling:
+        return
+    if nodes is None:
+        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    need = {r: v for r, v in scaling.resources.items() if v > 0}
+    fits = sum(min(math.floor(node.get(r, 0.0) / v + 1e-9) for r, v in need.items()) for node in nodes)
+    if fits >= scaling.num_workers:
+        return
+    total = {r: sum(node.get(r, 0.0) for node in nodes) for r in need}
+    per_worker = ", ".join(f"{r}: {v:g}" for r, v in need.items())
+    asked = ", ".join(f"{v * scaling.num_workers:g} {r}" for r, v in need.items())
+    has = ", ".join(f"{total.get(r, 0.0):g} {r}" for r in need)
+    raise UnavailableError(
+        f"scaling: {scaling.num_workers} workers x {{{per_worker}}} ask for {asked}; the Ray cluster "
+        f"({ray_address(scaling)}) has {has} on {len(nodes)} node(s), room for {fits} worker(s): lower "
+        "scaling.num_workers or scaling.resources_per_worker, or set scaling.autoscaling if it adds nodes")
 
 
 class _AbortingTrainer(TorchTrainer):
@@ -118,6 +158,7 @@ def fit(job: LoopConfig, data: TrainData, scaling: ScalingSettings, name: str, s
     write checkpoints there and the driver reads the best one back. `say` prints rank 0's progress lines.
     """
     connect(scaling)
+    check_fits(scaling)
     storage = str(storage_path) if "://" in str(storage_path) else str(Path(storage_path).resolve())
     relay = Relay(say)
     trainer = _AbortingTrainer(

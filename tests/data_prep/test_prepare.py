@@ -1,11 +1,12 @@
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from datasets import Dataset, DatasetDict
 
 from data_prep.config import DataConfig, SplitSizes, TokenizerConfig
 from data_prep.errors import DataError
-from data_prep.prepare import fingerprint, prepare
+from data_prep.prepare import MANIFEST, TMP_PREFIX, fingerprint, prepare
 from data_prep.tokenize import train_tokenizers
 from data_prep.validate import validate_corpus
 
@@ -62,3 +63,21 @@ def test_local_corpus_length_filter_counts_and_content_invalidation(tmp_path):
     assert again.reused is False and again.fingerprint != first.fingerprint
     with pytest.raises(DataError, match=r"data.max_len=1: every pair of split 'train' is longer"):
         prepare(data.model_copy(update={"max_len": 1}), tok, tmp_path / "prepared")
+
+
+def test_concurrent_preparations_publish_one_complete_directory(tmp_path):
+    with ThreadPoolExecutor(2) as pool:  # the same corpus, prepared twice at once into one root
+        first, second = pool.map(lambda _: prepare(SMALL, TokenizerConfig(), tmp_path), range(2))
+    assert first.dir == second.dir and first.fingerprint == second.fingerprint
+    dirs = [p.name for p in tmp_path.iterdir() if p.is_dir()]
+    assert dirs == [first.fingerprint], dirs  # the loser's temp dir is gone, nothing half-written is left
+    assert not any(p.name.startswith(TMP_PREFIX) for p in tmp_path.iterdir())
+    assert json.loads((tmp_path / first.fingerprint / MANIFEST).read_text())["splits"] == first.splits
+
+
+def test_a_prepared_directory_without_its_manifest_is_rebuilt(tmp_path):
+    first = prepare(SMALL, TokenizerConfig(), tmp_path)
+    (tmp_path / first.fingerprint / MANIFEST).unlink()  # e.g. a copy interrupted half-way
+    again = prepare(SMALL, TokenizerConfig(), tmp_path)
+    assert again.reused is False and (tmp_path / first.fingerprint / MANIFEST).exists()
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [first.fingerprint]
