@@ -66,11 +66,18 @@ def test_the_champion_gate_on_another_test_set_scores_both_versions_with_the_cha
     v1 = registry.log_and_register(trained.tracking_uri, trained.summary["run_id"], str(a), src_tok, tgt_tok, own,
                                    "gate", evaluate_translator(translator, first).scores["bleu"], first)
     assert v1["version"] == 1 and v1["champion"]
-    # version 2 (the same weights), scored on the other test set with settings that cut every output short
+    # version 2 (the same weights) from a run of its own (a retry from the same run would find version 1),
+    # scored on the other test set with settings that cut every output short
     challenger = own.override(beam_size=1, max_output_ratio=0.01)  # at most 6 tokens: no whole date
     score = evaluate_translator(translator, other, challenger).scores["bleu"]
-    v2 = registry.log_and_register(trained.tracking_uri, trained.summary["run_id"], str(a), src_tok, tgt_tok,
+    experiment_id = client.get_run(trained.summary["run_id"]).info.experiment_id
+    challenger_run = client.create_run(experiment_id, run_name="gate-challenger").info.run_id
+    # the run's config is the lineage `alignflow evaluate` reads the model's corpus from
+    client.log_artifact(challenger_run, mlflow.artifacts.download_artifacts(
+        run_id=trained.summary["run_id"], artifact_path="config.json", tracking_uri=trained.tracking_uri))
+    v2 = registry.log_and_register(trained.tracking_uri, challenger_run, str(a), src_tok, tgt_tok,
                                    challenger, "gate", score, other)
+    client.set_terminated(challenger_run)
     tags = client.get_model_version("gate", "2").tags
     # the champion was re-scored with the challenger's settings: the same weights give the same score (a tie
     # keeps the champion), not the one its own beam-3 settings give on that set
