@@ -22,8 +22,9 @@ from tokenizers import Tokenizer
 from data_prep.prepare import prepare
 from data_prep.specials import EOS_ID
 from flows.config import load_config
+from training.averaging import EpochWindow
 from training.batching import global_batches
-from training.data import load_encoded
+from training.data import EncodedSplit, load_encoded
 from training.loop import annealed_lr, train_step, validate
 from training.metrics import score
 from training.translator import Translator, build_model
@@ -39,6 +40,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=14_500, help="validate every this many pairs")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--test-beam", type=int, default=0, help="also score test with this beam (0: greedy only)")
+    ap.add_argument("--average", type=int, default=1,
+                    help="also score test with the mean weights of the last K validation points (1: off)")
     args = ap.parse_args()
 
     cfg = load_config(args.config, args.overrides)
@@ -57,6 +60,7 @@ def main() -> None:
           f"src tokens/sentence={train.src_len.mean():.2f}", flush=True)
     print("| pairs seen | updates | epoch | lr | train loss | val ppl | val BLEU | val BLEU -lc | minutes |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    window = EpochWindow(args.average if args.average > 1 else 0)
     pairs = steps = epoch = 0
     next_eval, t0, loss_sum, tokens = args.eval_every, time.perf_counter(), 0.0, 0
     while pairs < args.pairs:
@@ -75,17 +79,28 @@ def main() -> None:
                       f"{loss_sum / tokens:.3f} | {m['val_ppl']:.2f} | {m['val_bleu']:.2f} | {m['val_bleu_lc']:.2f} | "
                       f"{(time.perf_counter() - t0) / 60:.1f} |", flush=True)
                 next_eval, loss_sum, tokens = next_eval + args.eval_every, 0.0, 0
+                window.push(pairs, model)
             if pairs >= args.pairs:
                 break
-    test = splits["test"]
-    sources = [[*test.src(i).tolist(), EOS_ID] for i in range(len(test))]
-    for beam in sorted({1, args.test_beam} - {0}):
-        outs, _ = translator.translate_ids(sources, translator.decoding.override(beam_size=beam))
-        s = score([translator.decode(o) for o in outs], texts["test"]["tgt"])
-        print(f"test after {pairs:,} pairs, beam {beam}: BLEU -lc {s['bleu_lc']:.2f} cased {s['bleu']:.2f} "
-              f"chrF {s['chrf']:.2f}", flush=True)
+    test_scores(translator, splits["test"], texts["test"]["tgt"], args.test_beam, f"after {pairs:,} pairs")
+    if len(window.weights) > 1:
+        points = sorted(window.weights)
+        model.load_state_dict({k: torch.stack([window.weights[p][k] for p in points]).mean(0)
+                               for k in window.weights[points[-1]]})
+        label = f"with the mean weights at {', '.join(f'{p:,}' for p in points)} pairs"
+        test_scores(translator, splits["test"], texts["test"]["tgt"], args.test_beam, label)
     if not math.isfinite(loss_sum):
         raise SystemExit("training diverged")
+
+
+def test_scores(translator: Translator, test: EncodedSplit, refs: list[str], test_beam: int, label: str) -> None:
+    """Test BLEU greedy (and with test_beam), printed one line each."""
+    sources = [[*test.src(i).tolist(), EOS_ID] for i in range(len(test))]
+    for beam in sorted({1, test_beam} - {0}):
+        outs, _ = translator.translate_ids(sources, translator.decoding.override(beam_size=beam))
+        s = score([translator.decode(o) for o in outs], refs)
+        print(f"test {label}, beam {beam}: BLEU -lc {s['bleu_lc']:.2f} cased {s['bleu']:.2f} "
+              f"chrF {s['chrf']:.2f}", flush=True)
 
 
 if __name__ == "__main__":
