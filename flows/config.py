@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data_prep.config import DataConfig, TokenizerConfig
 from data_prep.errors import ConfigError
+from flows.sweep_config import SweepConfig, check_space
 from training.config import DecodingConfig, ModelConfig, ScalingSettings, TrackingConfig, TrainConfig
 
 
@@ -22,6 +23,7 @@ class PipelineConfig(BaseModel):
     scaling: ScalingSettings = ScalingSettings()
     tracking: TrackingConfig = TrackingConfig()
     work_dir: str = Field("alignflow-work", description="prepared corpora and Ray checkpoints live here")
+    sweep: SweepConfig | None = Field(None, description="`alignflow sweep` only: the search; `run` ignores it")
 
     @property
     def decoding(self) -> DecodingConfig:
@@ -33,7 +35,8 @@ class PipelineConfig(BaseModel):
 def _describe(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = "unknown key" if first["type"] == "extra_forbidden" else f"{first['msg']} (got {first.get('input')!r})"
+    why = first["msg"].removeprefix("Value error, ")  # a validator's own message needs no label
+    msg = "unknown key" if first["type"] == "extra_forbidden" else f"{why} (got {first.get('input')!r})"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{origin}: {key}: {msg}{more}"
 
@@ -76,13 +79,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
         _set(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else raw)
     try:
-        return PipelineConfig.model_validate(tree)
+        config = PipelineConfig.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(_describe(e, origin)) from None
+    if config.sweep is not None and (problem := check_space(config.sweep, lambda v: trial_config(config, v))):
+        raise ConfigError(f"{origin}: {problem}")
+    return config
+
+
+def trial_config(config: PipelineConfig, values: dict[str, Any]) -> PipelineConfig:
+    """A sweep trial's config: `config` with the sampled {dotted key: value} set, and no sweep section."""
+    tree = config.model_dump(mode="json", exclude={"sweep"})
+    for key, value in values.items():
+        _set(tree, key, value)
+    try:
+        return PipelineConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, "trial")) from None
 
 
 def flatten(cfg: BaseModel) -> dict[str, Any]:
-    """Dotted keys for MLflow params: {'train.epochs': 8, ...}."""
+    """Dotted keys for MLflow params: {'train.epochs': 8, ...}; a sweep section is the sweep's, not a run's."""
     out: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -92,5 +109,5 @@ def flatten(cfg: BaseModel) -> dict[str, Any]:
         else:
             out[prefix] = node
 
-    walk("", cfg.model_dump(mode="json"))
+    walk("", cfg.model_dump(mode="json", exclude={"sweep"} if "sweep" in type(cfg).model_fields else None))
     return out

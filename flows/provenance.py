@@ -106,7 +106,7 @@ def run_tags(config: PipelineConfig, data_fingerprint: str) -> dict[str, str]:
 
 def run_spec(config: PipelineConfig, data_fingerprint: str) -> RunSpec:
     """What the pipeline's MLflow run records when it starts: names, tags, params and config.json."""
-    logged = {**config.model_dump(mode="json"),
+    logged = {**config.model_dump(mode="json", exclude={"sweep"}),
               "tracking": {**config.tracking.model_dump(mode="json"), "uri": redact(config.tracking.uri)}}
     return RunSpec(experiment=config.tracking.experiment, name=run_name(config),
                    resume_name=config.tracking.run_name, params=params(config),
