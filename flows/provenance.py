@@ -4,9 +4,13 @@ of the settings that change the result, and the code's git commit. Credentials n
 import hashlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from mlflow.entities import SourceType
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
 from flows.config import PipelineConfig, flatten
 from training.tracking import RunSpec
@@ -99,9 +103,25 @@ def run_tags(config: PipelineConfig, data_fingerprint: str) -> dict[str, str]:
         tags["prefect_flow_run_id"] = str(flow_run.id)
     if deployment.id:
         tags["prefect_deployment"] = f"{flow_run.flow_name}/{deployment.name}"
+    # MLflow's standard source tags, which `mlflow.start_run` would set: the runs table's Source column and the
+    # run page's git commit
+    tags[MLFLOW_SOURCE_NAME] = entry_point(deployment.name if deployment.id else None)
+    tags[MLFLOW_SOURCE_TYPE] = SourceType.to_string(SourceType.LOCAL)
     if commit != "unknown":
-        tags["mlflow.source.git.commit"] = commit.removesuffix("+dirty")  # shown by the MLflow UI
+        tags[MLFLOW_GIT_COMMIT] = commit.removesuffix("+dirty")
     return tags
+
+
+def entry_point(deployment: str | None = None, argv: list[str] | None = None) -> str:
+    """What started the run, as the Source column shows it (the last /-separated part of the name): `alignflow
+    run`, `prefect deployment nightly`, or the program (`pytest`). MLflow's default, the path of sys.argv[0], would
+    name Prefect's engine for every scheduled run and `cli.py` for `python -m flows.cli`."""
+    if deployment:
+        return f"prefect deployment {deployment.replace('/', ' ')}"
+    argv = sys.argv if argv is None else argv
+    program = "alignflow" if argv[0].endswith(("flows/cli.py", "/alignflow")) else Path(argv[0]).name or "python"
+    command = argv[1] if len(argv) > 1 and argv[1].isidentifier() else ""  # a subcommand, not a path or option
+    return f"{program} {command}".strip()
 
 
 def run_spec(config: PipelineConfig, data_fingerprint: str) -> RunSpec:
@@ -118,4 +138,5 @@ def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | 
     if not tracking_uri.startswith(("http://", "https://")):
         return None
     base = (redact(tracking_uri) or "").replace("***@", "").rstrip("/")
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    # workflowType: MLflow 3.17's UI shows its model-training view, not the GenAI one it opens by default
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"

@@ -27,6 +27,10 @@ COMPLETE_TAG = "alignflow.complete"
 # Keys a resumed run must share with the interrupted one: the data, the checkpoint's shapes and where the
 # checkpoints are.
 _RESUME_FIXED = ("data.", "tokenizer.", "model.", "scaling.storage_path", "work_dir")
+# MLflow's experiment kind (its UI's ExperimentKind values): these experiments hold model training runs, not GenAI
+# traces. MLflow 3.17's UI picks its view from its sidebar switch instead (URL parameter `workflowType`; see
+# flows/provenance.py mlflow_run_url); the tag is what MLflow's other clients and UIs read.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 class RunLogger:
@@ -109,18 +113,22 @@ def resumable_run(client: MlflowClient, exp_id: str, name: str | None, params: d
 
 
 def _experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    """The experiment's id, creating it if needed; a run that loses the race to create it uses the winner's."""
+    """The experiment's id, creating it (of the model-training kind) if needed; a run that loses the race to create
+    it uses the winner's. An experiment made before alignflow set the kind gets it on first use."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    # An explicit artifact location for local stores; otherwise workers would write under Ray's temp dirs.
-    location = Path("mlartifacts").resolve().as_uri() if is_local_store(tracking_uri) else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException as e:
-        if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-            raise
-        return client.get_experiment_by_name(name).experiment_id
+    if exp is None:
+        # An explicit artifact location for local stores; otherwise workers would write under Ray's temp dirs.
+        location = Path("mlartifacts").resolve().as_uri() if is_local_store(tracking_uri) else None
+        try:
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+        except MlflowException as e:
+            if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        exp = client.get_experiment_by_name(name)
+    if EXPERIMENT_KIND_TAG not in exp.tags:  # a kind someone chose in the UI stays
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return exp.experiment_id
 
 
 def start_run(tracking_uri: str, spec: RunSpec, manifest: Manifest) -> TrackedRun:

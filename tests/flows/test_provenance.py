@@ -28,7 +28,7 @@ def test_credentials_in_uris_are_masked_in_params_and_links():
     cfg = load_config(None, ["tracking.uri=https://bob:hunter2@mlflow.example"])
     assert "hunter2" not in str(params(cfg)) and params(cfg)["train.epochs"] == cfg.train.epochs
     url = mlflow_run_url("https://bob:hunter2@mlflow.example", "3", "abc")
-    assert url == "https://mlflow.example/#/experiments/3/runs/abc"
+    assert url == "https://mlflow.example/#/experiments/3/runs/abc?workflowType=machine_learning"
     assert mlflow_run_url("sqlite:///mlflow.db", "3", "abc") is None
 
 
