@@ -3,9 +3,11 @@
 Tasks are thin: each calls one or two data_prep/training functions and hands on small typed values (the prepared
 data's `Manifest`, training's `FitResult`, metrics). Every MLflow call lives in training/ (tracking, registry)."""
 
+import contextlib
 import dataclasses
 import hashlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from prefect.context import TaskRunContext
 from prefect.runtime import deployment
 from prefect.states import State
 
-from data_prep.errors import AlignflowError
+from data_prep.errors import AlignflowError, UnavailableError
 from data_prep.prepare import MANIFEST, Manifest, fingerprint, prepare
 from flows import provenance
 from flows.config import PipelineConfig
@@ -25,7 +27,7 @@ from training import evaluate as evaluation
 from training.curves import log_learning_curves
 from training.data import load_train_data
 from training.loop import LoopConfig
-from training.tracking import resolve_tracking_uri
+from training.tracking import is_local_store, resolve_tracking_uri
 from training.trainer import FitResult
 
 
@@ -81,9 +83,37 @@ def train(config: PipelineConfig, manifest: Manifest, tracking_uri: str, run_id:
         threads=config.scaling.threads, grad_compression=config.scaling.grad_compression,
         tracking_uri=tracking_uri, run_id=run_id, max_source_tokens=config.data.max_len)
     # The Ray run is named after the MLflow run: continuing that run (same run_name) resumes this one.
-    return trainer.fit(job, load_train_data(manifest.encoded), config.scaling, name=ray_run_name(run_id),
-                       storage_path=config.scaling.storage_path or Path(config.work_dir) / "ray",
-                       keep=config.tracking.keep_checkpoints, say=get_run_logger().info)
+    trained = trainer.fit(job, load_train_data(manifest.encoded), config.scaling, name=ray_run_name(run_id),
+                          storage_path=config.scaling.storage_path or Path(config.work_dir) / "ray",
+                          keep=config.tracking.keep_checkpoints, say=get_run_logger().info)
+    # Training never waited for MLflow; what follows needs it. What rank 0 could not send is in the latest
+    # checkpoint: deliver it, waiting a bounded time for a server that is down.
+    wait = config.tracking.outage_wait_minutes
+    if not tracking.deliver(tracking_uri, run_id, trained.latest, wait * 60, get_run_logger().warning):
+        raise UnavailableError(_outage(config, tracking_uri, run_id, trained.latest,
+                                       f"for {wait:g} minutes after training (tracking.outage_wait_minutes)"))
+    return trained
+
+
+def _outage(config: PipelineConfig, tracking_uri: str, run_id: str, checkpoint: str, when: str) -> str:
+    """One line: which server, and how to finish the run from its latest checkpoint once it is back."""
+    name = config.tracking.run_name
+    again = (f"run again with tracking.run_name={name} once it is back: it resumes from there, records them in "
+             f"MLflow run {run_id} and finishes" if name else
+             f"MLflow run {run_id} had no tracking.run_name, so it cannot be resumed; name runs to make them so")
+    return (f"MLflow tracking server {provenance.redact(tracking_uri)} unreachable {when}; nothing trained is "
+            f"lost: the latest checkpoint {checkpoint} holds every epoch and the metrics not yet recorded; {again}")
+
+
+@contextlib.contextmanager
+def _outage_is_one_line(config: PipelineConfig, tracking_uri: str, run_id: str, checkpoint: str) -> Iterator[None]:
+    """A tracking server lost after training (evaluation, registration): one line, not a traceback."""
+    try:
+        yield
+    except Exception as e:
+        if is_local_store(tracking_uri) or not tracking.is_outage(e):
+            raise
+        raise UnavailableError(_outage(config, tracking_uri, run_id, checkpoint, "after training")) from None
 
 
 def ray_run_name(run_id: str) -> str:
@@ -93,16 +123,18 @@ def ray_run_name(run_id: str) -> str:
 @task
 def average(config: PipelineConfig, trained: FitResult, tracking_uri: str, run_id: str) -> str:
     """The average of the last train.average_checkpoints epochs' weights: the model tested and registered."""
-    return averaging.average_run(trained.latest, int(trained.last_metrics["epoch"]),
-                                 config.train.average_checkpoints, Path(config.work_dir) / "averaged" / run_id,
-                                 tracking_uri, run_id)
+    with _outage_is_one_line(config, tracking_uri, run_id, trained.latest):
+        return averaging.average_run(trained.latest, int(trained.last_metrics["epoch"]),
+                                     config.train.average_checkpoints, Path(config.work_dir) / "averaged" / run_id,
+                                     tracking_uri, run_id)
 
 
 @task
 def evaluate(config: PipelineConfig, manifest: Manifest, checkpoint: str, tracking_uri: str, run_id: str,
              prefix: str = "test_") -> dict[str, float]:
     """Scores a checkpoint on the test split, from raw text to detokenized output."""
-    return evaluation.evaluate_checkpoint(checkpoint, manifest, config.decoding, tracking_uri, run_id, prefix)
+    with _outage_is_one_line(config, tracking_uri, run_id, checkpoint):
+        return evaluation.evaluate_checkpoint(checkpoint, manifest, config.decoding, tracking_uri, run_id, prefix)
 
 
 def _transient(task: Any, task_run: TaskRun, state: State) -> bool:
@@ -113,9 +145,10 @@ def _transient(task: Any, task_run: TaskRun, state: State) -> bool:
 @task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient)  # IO against the tracking server
 def register(config: PipelineConfig, manifest: Manifest, checkpoint: str, tracking_uri: str, run_id: str,
              test_metrics: dict[str, float]) -> dict[str, Any]:
-    return registry.log_and_register(tracking_uri, run_id, checkpoint, manifest.src_tokenizer,
-                                     manifest.tgt_tokenizer, config.decoding, config.tracking.model_name,
-                                     test_metrics["test_bleu"], evaluation.eval_set(manifest, "test"))
+    with _outage_is_one_line(config, tracking_uri, run_id, checkpoint):
+        return registry.log_and_register(tracking_uri, run_id, checkpoint, manifest.src_tokenizer,
+                                         manifest.tgt_tokenizer, config.decoding, config.tracking.model_name,
+                                         test_metrics["test_bleu"], evaluation.eval_set(manifest, "test"))
 
 
 @flow(name="train-pipeline", log_prints=True)
@@ -126,7 +159,8 @@ def train_pipeline(config: PipelineConfig) -> dict[str, Any]:
     run_id = run.run_id
     try:
         trained = train(config, manifest, tracking_uri, run_id)
-        log_learning_curves(tracking_uri, run_id)
+        with _outage_is_one_line(config, tracking_uri, run_id, trained.latest):
+            log_learning_curves(tracking_uri, run_id)
         model = trained.checkpoint
         if config.train.average_checkpoints > 1:
             model = average(config, trained, tracking_uri, run_id)

@@ -6,6 +6,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
@@ -147,3 +148,6 @@ class TrackingConfig(_Section):
     model_name: str = "alignflow-dates"
     select_metric: Literal["val_bleu", "val_exact_match"] = "val_bleu"
     keep_checkpoints: PositiveInt = 2
+    outage_wait_minutes: NonNegativeFloat = Field(
+        30.0, description="after training, how long to wait for an unreachable MLflow server to take the metrics "
+                          "it missed before the run ends with an error naming the checkpoint to resume from")

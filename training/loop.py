@@ -7,7 +7,9 @@ A checkpoint holds everything an exact resume needs: weights (safetensors), opti
 progress counters (epoch, global step, early-stopping state) and every rank's torch RNG state. Batches need
 no saved state: they are a pure function of (seed, epoch). Only rank 0 logs to MLflow, at global steps
 (optimizer updates, the same count for any number of workers), and it skips steps the run already has: an
-epoch that is repeated after a failure or resume never duplicates a point of a curve.
+epoch that is repeated after a failure or resume never duplicates a point of a curve. Tracking is never on the
+critical path: each epoch is checkpointed and reported to Ray first, then sent through a buffer that a server
+which is down only delays (what is unsent also travels in every checkpoint).
 """
 
 import json
@@ -41,7 +43,7 @@ from training.heatmap import plot_attention
 from training.metrics import score
 from training.model import Seq2Seq
 from training.progress import Lines
-from training.tracking import RunLogger
+from training.tracking import MetricBuffer
 from training.translator import DECODING, MODEL_CONFIG, WEIGHTS, Translator, build_model
 
 TRAINER_STATE, PROGRESS = "trainer_state.pt", "progress.json"
@@ -252,23 +254,20 @@ def restore(w: Worker, checkpoint: ray.train.Checkpoint) -> Progress:
     return progress
 
 
-@dataclass(frozen=True)
-class EpochLog:
-    """Rank 0's hold on the driver's MLflow run: the logger, and the global steps the run already has (an epoch
-    repeated after a failure or resume is not logged twice)."""
-
-    logger: RunLogger
-    logged_steps: frozenset[int]
-
-
-def open_run_log(w: Worker) -> EpochLog | None:
-    """Rank 0's EpochLog; None on the other ranks. Collective: every rank must call it."""
+def open_run_log(w: Worker, checkpoint: ray.train.Checkpoint | None,
+                 lines: Lines | None) -> MetricBuffer | None:
+    """Rank 0's buffer into the driver's MLflow run, holding what the checkpoint resumed from had not sent;
+    None on the other ranks. Collective: every rank must call it."""
     node_ids = _gather([ray.get_runtime_context().get_node_id()])
     if w.rank != 0:
         return None
-    logger = RunLogger(w.job.tracking_uri, w.job.run_id)
-    logger.client.set_tag(w.job.run_id, "ray.worker_nodes", json.dumps([n for [n] in node_ids]))
-    return EpochLog(logger, frozenset(m.step for m in logger.client.get_metric_history(w.job.run_id, "epoch")))
+    log = MetricBuffer(w.job.tracking_uri, w.job.run_id, print if lines is None else lines.say)
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            log.load(Path(d))
+    log.tags["ray.worker_nodes"] = json.dumps([n for [n] in node_ids])
+    log.flush()  # learns which steps the run has; a server that is down costs seconds, not the run
+    return log
 
 
 @dataclass(frozen=True)
@@ -369,23 +368,26 @@ def write_checkpoint(w: Worker, progress: Progress, rng: list[dict[str, torch.Te
 
 
 def save_and_report(w: Worker, progress: Progress, metrics: dict[str, float], translator: Translator,
-                    val: EncodedSplit, log: EpochLog | None) -> None:
-    """Rank 0 writes the checkpoint and logs the epoch to MLflow; every rank reports. [4]"""
+                    val: EncodedSplit, log: MetricBuffer | None) -> None:
+    """Rank 0 writes the checkpoint, every rank reports it [4], and only then does rank 0 send the epoch to
+    MLflow. The epoch's metrics and heatmaps are in the checkpoint until sent: a crash after the report loses
+    nothing, and a server that is down delays them, never training."""
     rng = _gather([_rng_state(w.device)])  # collective: every rank takes part
-    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as plots:
+    with tempfile.TemporaryDirectory() as tmp:
         ckpt = None
         if w.rank == 0:  # one writer; every rank still reports
             assert log is not None
-            write_checkpoint(w, progress, [r for [r] in rng], Path(tmp))
-            # Logged before the report: a crash in between repeats this epoch, and the step check keeps
-            # the repeat out of the curves; logging after could lose the epoch's point instead.
-            if progress.step not in log.logged_steps:
-                log.logger.metrics(metrics, step=progress.step)
+            if not log.has(progress.step):  # an epoch repeated after a restart is not logged twice
+                log.add(metrics, progress.step)
                 epoch = progress.epoch
-                for path in plot_examples(translator, val, w.job.train.heatmap_examples, epoch, Path(plots)):
-                    log.logger.artifact(path, f"attention/epoch_{epoch:03d}")
+                log.add_artifacts(plot_examples(translator, val, w.job.train.heatmap_examples, epoch,
+                                                log.dir / f"attention/epoch_{epoch:03d}"))
+            write_checkpoint(w, progress, [r for [r] in rng], Path(tmp))
+            log.save(Path(tmp))
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt)
+    if log is not None:
+        log.flush()
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -397,13 +399,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start_epoch = progress.epoch + 1
     w.model = ray.train.torch.prepare_model(w.model)  # [3] moves to the device and wraps in DDP
     compress_gradients(w.model, job.grad_compression)
-    log = open_run_log(w)
     budget = job.train.max_minutes * 60 if job.train.max_minutes else math.inf
     lines = None
     if w.rank == 0:  # rank 0 speaks for the group: to the driver's queue, or printed outside a pipeline run
         queue = config.get("lines")
         lines = Lines(print if queue is None else queue.put, job.train.epochs, budget, job.select_metric)
         lines.started(w.world, str(w.device), len(data.train), start_epoch)
+    log = open_run_log(w, checkpoint, lines)
     # The last epoch's validation + checkpoint time, reserved so that the budget also covers the next ones.
     reserve = 0.0
     # An epoch starts only if the budget has room for a step beyond the reserve (else it would be one step
@@ -427,6 +429,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if lines:
         lines.stopped(progress.epoch, _stop_reason(job, progress, reserve, budget), progress.seconds,
                       progress.best, progress.best_epoch)
+    if log is not None:  # what is still unsent is in the latest checkpoint: the driver delivers it
+        log.close()
 
 
 def _stop_reason(job: LoopConfig, progress: Progress, reserve: float, budget: float) -> str:

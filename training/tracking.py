@@ -1,17 +1,26 @@
 """MLflow calls outside the registry: the pipeline's run (started or resumed on the driver, ended there) and the
-logging into it from rank 0 of training (per-epoch metrics, attention heatmaps) and from evaluation."""
+logging into it from rank 0 of training (per-epoch metrics, attention heatmaps, through a `MetricBuffer` that
+never makes training wait for the server) and from evaluation."""
 
+import contextlib
+import json
+import logging
 import os
+import shutil
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
+import requests
 from datasets import load_from_disk
 from filelock import FileLock
 from mlflow.entities import Metric, Run, ViewType
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
@@ -48,6 +57,167 @@ class RunLogger:
 
     def text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+
+# For the buffer's calls: a server that is down costs one quick attempt, not MLflow's default of 7 retries with
+# backoff and a 120 s timeout (minutes) per call; the buffer tries again at the next flush.
+QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+STEP_KEY = "epoch"  # in every step's batch: the run has a step once it has this key at that step
+PENDING = "tracking"  # in a checkpoint: what MLflow had not acknowledged when it was written
+MAX_BUFFERED = 20_000  # metrics (~1,000 epochs); past it the oldest steps are dropped, with a warning
+
+
+@contextlib.contextmanager
+def quick_requests() -> Iterator[None]:
+    """MLflow reads its HTTP settings from the environment at every request. urllib3's warning per failed
+    attempt is held back: the buffer says once that the server is down, and once that it is back."""
+    saved = {k: os.environ.get(k) for k in QUICK_HTTP}
+    os.environ.update(QUICK_HTTP)
+    pool = logging.getLogger("urllib3.connectionpool")
+    level = pool.level
+    pool.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        pool.setLevel(level)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def is_outage(error: BaseException) -> bool:
+    """Failing to reach the server (refused, timed out, 5xx after retries), not an answer of the server's."""
+    return (isinstance(error, MlflowException | requests.RequestException | OSError)
+            and not isinstance(error, RestException))
+
+
+def redact_uri(uri: str) -> str:
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+class MetricBuffer:
+    """Rank 0's per-epoch metrics, heatmaps and tags on their way into the driver's run. Nothing waits for the
+    server: `flush` makes one quick attempt and keeps what was not acknowledged for the next one, and `save` puts
+    it into each checkpoint, so a worker restart or a resumed run sends it later. A step the run already has
+    (STEP_KEY at it: an epoch repeated after a restart) is never sent again, and a batch is re-sent with its
+    original timestamps, which MLflow's store takes once: a failed attempt that did reach the server duplicates
+    nothing. Bounded: past MAX_BUFFERED metrics the oldest steps are dropped, with a warning."""
+
+    def __init__(self, tracking_uri: str, run_id: str, say: Callable[[str], None] = print,
+                 while_down: str = "training goes on, its metrics are kept (in every checkpoint too) until the "
+                                   "server takes them") -> None:
+        self.client, self.run_id, self.uri, self.say = MlflowClient(tracking_uri), run_id, tracking_uri, say
+        self.while_down = while_down  # what the line saying the server is down adds
+        self.metrics: dict[int, list[Metric]] = {}  # step -> its batch
+        self.tags: dict[str, str] = {}
+        self.dir = Path(tempfile.mkdtemp(prefix="alignflow-pending-"))  # artifacts not yet sent, by artifact path
+        self.artifacts: set[str] = set()
+        self.known: set[int] | None = None  # steps the run has; None: ask the server first
+        self.down_since: float | None = None
+
+    def has(self, step: int) -> bool:
+        return self.known is not None and step in self.known
+
+    def add(self, values: dict[str, float], step: int) -> None:
+        ts = int(time.time() * 1000)
+        self.metrics[step] = [Metric(k, float(v), ts, step) for k, v in values.items()]
+        while sum(map(len, self.metrics.values())) > MAX_BUFFERED and len(self.metrics) > 1:
+            oldest = min(self.metrics)
+            del self.metrics[oldest]
+            self.say(f"MLflow tracking server {redact_uri(self.uri)} unreachable: buffer full, the metrics of "
+                     f"step {oldest} are dropped")
+
+    def add_artifacts(self, paths: list[Path]) -> None:
+        """Files written under `self.dir`, logged at their path relative to it."""
+        self.artifacts |= {p.relative_to(self.dir).as_posix() for p in paths}
+
+    def flush(self) -> bool:
+        """One quick attempt to send everything buffered; True when nothing is left."""
+        try:
+            with quick_requests():
+                self._send()
+        except Exception as e:
+            if not is_outage(e):
+                raise
+            self.known = None  # the failed request may have reached the server: ask again before resending
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                self.say(f"MLflow tracking server {redact_uri(self.uri)} unreachable; {self.while_down}")
+            return False
+        if self.down_since is not None:
+            self.say(f"MLflow tracking server {redact_uri(self.uri)} reachable again after "
+                     f"{time.monotonic() - self.down_since:.0f}s; the buffered metrics are recorded")
+            self.down_since = None
+        return True
+
+    def _send(self) -> None:
+        if self.known is None:
+            self.known = {m.step for m in self.client.get_metric_history(self.run_id, STEP_KEY)}
+        for key, value in list(self.tags.items()):
+            self.client.set_tag(self.run_id, key, value)
+            del self.tags[key]
+        for step in sorted(self.metrics):
+            if step not in self.known:
+                self.client.log_batch(self.run_id, metrics=self.metrics[step])
+                self.known.add(step)
+            del self.metrics[step]
+        for name in sorted(self.artifacts):
+            path = self.dir / name
+            self.client.log_artifact(self.run_id, str(path), str(Path(name).parent))
+            self.artifacts.discard(name)
+            path.unlink()
+
+    def save(self, checkpoint: Path) -> None:
+        """What is still unsent, into a checkpoint directory."""
+        out = checkpoint / PENDING
+        out.mkdir()
+        for name in self.artifacts:
+            (out / "files" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.dir / name, out / "files" / name)
+        metrics = [[m.key, m.value, m.timestamp, m.step] for batch in self.metrics.values() for m in batch]
+        (out / "pending.json").write_text(json.dumps({"metrics": metrics, "tags": self.tags,
+                                                      "artifacts": sorted(self.artifacts)}))
+
+    def load(self, checkpoint: Path) -> None:
+        """What a checkpoint holds unsent (checkpoints written before the buffer existed hold nothing)."""
+        pending = checkpoint / PENDING / "pending.json"
+        if not pending.exists():
+            return
+        saved = json.loads(pending.read_text())
+        for key, value, ts, step in saved["metrics"]:
+            self.metrics.setdefault(step, []).append(Metric(key, value, ts, step))
+        self.tags |= saved["tags"]
+        for name in saved["artifacts"]:
+            (self.dir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(checkpoint / PENDING / "files" / name, self.dir / name)
+            self.artifacts.add(name)
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def deliver(tracking_uri: str, run_id: str, checkpoint: str, wait_s: float,
+            say: Callable[[str], None] = print) -> bool:
+    """Sends what the latest checkpoint holds unsent (rank 0 could not, or was cut short), waiting up to `wait_s`
+    for a server that is down; also the check that the server answers before the driver's own MLflow calls.
+    False when it never answered."""
+    buffer = MetricBuffer(tracking_uri, run_id, say, f"waiting up to {wait_s / 60:g} minutes for it")
+    try:
+        buffer.load(Path(checkpoint))
+        deadline = time.monotonic() + wait_s
+        while not buffer.flush():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        return True
+    finally:
+        buffer.close()
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -181,7 +351,9 @@ def end_run(tracking_uri: str, run_id: str, error: BaseException | None = None) 
     if error is None:
         client.set_tag(run_id, COMPLETE_TAG, "true")
         client.set_terminated(run_id)
-    else:
+        return
+    # Marking a failure must not hide it: a server that is down leaves the run RUNNING, as resumable as FAILED.
+    with quick_requests(), contextlib.suppress(Exception):
         client.set_terminated(run_id, "FAILED" if isinstance(error, Exception) else "KILLED")
 
 
