@@ -167,8 +167,9 @@ def start_postgres(log_dir: Path) -> Postgres:
 
 
 def mlflow_server(backend_uri: str, root: Path, extra: list[str] | None = None,
-                  env: dict[str, str] | None = None) -> tuple[Server, str]:
-    port = free_port()
+                  env: dict[str, str] | None = None, port: int | None = None) -> tuple[Server, str]:
+    """`port`: a given one, e.g. to start a stopped server again where its clients look for it."""
+    port = port or free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
            "--artifacts-destination", str(root / "artifacts"), "--host", HOST, "--port", str(port),
            "--workers", "1", *(extra or [])]
