@@ -27,7 +27,7 @@ from training import evaluate as evaluation
 from training.curves import log_learning_curves
 from training.data import load_train_data
 from training.loop import LoopConfig
-from training.tracking import is_local_store, resolve_tracking_uri
+from training.tracking import resolve_tracking_uri
 from training.trainer import FitResult
 
 
@@ -111,7 +111,7 @@ def _outage_is_one_line(config: PipelineConfig, tracking_uri: str, run_id: str, 
     try:
         yield
     except Exception as e:
-        if is_local_store(tracking_uri) or not tracking.is_outage(e):
+        if not tracking.is_outage(e, tracking_uri):
             raise
         raise UnavailableError(_outage(config, tracking_uri, run_id, checkpoint, "after training")) from None
 

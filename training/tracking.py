@@ -88,10 +88,20 @@ def quick_requests() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def is_outage(error: BaseException) -> bool:
-    """Failing to reach the server (refused, timed out, 5xx after retries), not an answer of the server's."""
-    return (isinstance(error, MlflowException | requests.RequestException | OSError)
-            and not isinstance(error, RestException))
+def is_outage(error: BaseException, tracking_uri: str) -> bool:
+    """Whether `error` came of the tracking server being unreachable (refused, timed out, 5xx after retries):
+    not an answer of the server's, and the server does not answer a quick request now either. A local store
+    is never out; a missing file or a bad request is not an outage, and is raised as it is."""
+    if is_local_store(tracking_uri) or isinstance(error, RestException):
+        return False
+    if not isinstance(error, MlflowException | requests.RequestException | OSError):
+        return False
+    try:
+        with quick_requests():
+            MlflowClient(tracking_uri).search_experiments(max_results=1)
+    except Exception as probe:
+        return not isinstance(probe, RestException)
+    return False
 
 
 def redact_uri(uri: str) -> str:
@@ -143,7 +153,7 @@ class MetricBuffer:
             with quick_requests():
                 self._send()
         except Exception as e:
-            if not is_outage(e):
+            if not is_outage(e, self.uri):
                 raise
             self.known = None  # the failed request may have reached the server: ask again before resending
             if self.down_since is None:
