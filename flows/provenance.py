@@ -19,6 +19,9 @@ from training.tracking import RunSpec
 _NOT_RESULT = ("work_dir", "tracking.uri", "tracking.experiment", "tracking.run_name", "tracking.model_name",
                "scaling.address", "tokenizer.num_proc", "train.heatmap_examples", "tracking.keep_checkpoints")
 # Shorter keys in run names, in the order they appear: what people vary most often comes first.
+# The query that opens MLflow 3.17's UI in its model-training view (Runs, Models) rather than the GenAI view it
+# opens by default; its view follows the sidebar's switch, not the experiment's kind tag.
+MODEL_TRAINING_VIEW = "?workflowType=machine_learning"
 _SHORT = {"train.": "", "model.": "", "tokenizer.": "tok.", "data.sizes.": "", "data.": "", "scaling.": ""}
 
 
@@ -119,7 +122,9 @@ def entry_point(deployment: str | None = None, argv: list[str] | None = None) ->
     if deployment:
         return f"prefect deployment {deployment.replace('/', ' ')}"
     argv = sys.argv if argv is None else argv
-    program = "alignflow" if argv[0].endswith(("flows/cli.py", "/alignflow")) else Path(argv[0]).name or "python"
+    main = Path(argv[0])
+    program = ("alignflow" if argv[0].endswith(("flows/cli.py", "/alignflow"))
+               else main.parent.name if main.name == "__main__.py" else main.name or "python")  # python -m pytest
     command = argv[1] if len(argv) > 1 and argv[1].isidentifier() else ""  # a subcommand, not a path or option
     return f"{program} {command}".strip()
 
@@ -138,5 +143,4 @@ def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | 
     if not tracking_uri.startswith(("http://", "https://")):
         return None
     base = (redact(tracking_uri) or "").replace("***@", "").rstrip("/")
-    # workflowType: MLflow 3.17's UI shows its model-training view, not the GenAI one it opens by default
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}{MODEL_TRAINING_VIEW}"

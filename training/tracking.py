@@ -37,8 +37,8 @@ COMPLETE_TAG = "alignflow.complete"
 # checkpoints are.
 _RESUME_FIXED = ("data.", "tokenizer.", "model.", "scaling.storage_path", "work_dir")
 # MLflow's experiment kind (its UI's ExperimentKind values): these experiments hold model training runs, not GenAI
-# traces. MLflow 3.17's UI picks its view from its sidebar switch instead (URL parameter `workflowType`; see
-# flows/provenance.py mlflow_run_url); the tag is what MLflow's other clients and UIs read.
+# traces. MLflow 3.17.2's UI shows the view its sidebar switch picks (URL parameter `workflowType`, see
+# flows/provenance.py MODEL_TRAINING_VIEW) whatever this tag says; the tag still records what the experiment is.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 

@@ -23,10 +23,13 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from data_prep.prepare import prepare
+from flows import provenance
 from flows.config import load_config
 from flows.provenance import config_hash
 from tests.ops import browser, servers
 from tests.ops.conftest import ARTIFACTS, Stack
+from training.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING, end_run, start_run
 
 pytestmark = pytest.mark.integration
 
@@ -278,6 +281,35 @@ def test_the_mlflow_ui_compares_two_runs_in_a_real_browser(runs: Runs, stack: St
     for expected in (worse.info.run_id, better.info.run_id, "test_bleu", "val_bleu", "train_loss", "train.epochs"):
         assert expected in text, expected
     assert shot.stat().st_size > 30_000  # a rendered page, not a blank one
+
+
+def test_the_mlflow_ui_lists_alignflow_runs_in_its_model_training_view_with_their_source(
+        stack: Stack, mlflow_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An experiment and run as alignflow creates them (no training: the UI shows what start_run records), on the
+    page alignflow's links open: MLflow 3.17's model-training view (Runs, Models), not its GenAI view (Traces,
+    Judges, Prompts), with the Source column naming what started the run (here pytest; `alignflow run` from the
+    CLI)."""
+    if browser.chromium_path() is None:
+        pytest.skip("chromium not installed (Debian: apt-get install -y chromium)")
+    for key, value in mlflow_env.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_config(None, [*(f"{k}={v}" for k, v in DATA.items()), "tracking.experiment=alignflow-ui",
+                             f"work_dir={tmp_path}"])
+    manifest = prepare(cfg.data, cfg.tokenizer, tmp_path / "prepared")
+    run_id = start_run(stack.auth_mlflow_url, provenance.run_spec(cfg, manifest.fingerprint), manifest).run_id
+    end_run(stack.auth_mlflow_url, run_id)
+    client = MlflowClient(stack.auth_mlflow_url)
+    run = client.get_run(run_id)
+    assert client.get_experiment(run.info.experiment_id).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
+    source = run.data.tags["mlflow.source.name"]
+    assert source == provenance.entry_point() == "pytest"
+    shot = ARTIFACTS / "mlflow-experiment-runs.png"
+    shot.unlink(missing_ok=True)
+    page = f"{stack.auth_mlflow_url}/#/experiments/{run.info.experiment_id}{provenance.MODEL_TRAINING_VIEW}"
+    text = browser.screenshot(page, shot, _basic(stack.auth_user, stack.auth_password),
+                              wait_for=["Source", run.info.run_name, source], size=(1600, 700))
+    assert "Model registry" in text and "Judges" not in text and "Prompts" not in text  # the view
+    assert shot.stat().st_size > 30_000
 
 
 def test_a_failed_run_leaves_the_champion_untouched(runs: Runs, stack: Stack, mlflow_env: dict[str, str],
