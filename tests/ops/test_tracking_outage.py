@@ -34,7 +34,8 @@ class Tracking:
 
     def start(self) -> None:
         self.server, _ = servers.mlflow_server(f"sqlite:///{self.root / 'mlflow.db'}", self.root, port=self.port)
-        self.server.wait_until(lambda: servers.http_status(f"{self.url}/health", timeout=5) == 200)
+        # A busy 2-core machine (other runs' Ray clusters) has been seen to take over 3 minutes to start one.
+        self.server.wait_until(lambda: servers.http_status(f"{self.url}/health", timeout=5) == 200, timeout=600)
 
     def stop(self) -> None:
         if self.server is not None:
