@@ -75,16 +75,20 @@ def prepared(config: PipelineConfig) -> Manifest:
     return dataclasses.replace(manifest, cached=state.name == "Cached")
 
 
-@task
-def train(config: PipelineConfig, manifest: Manifest, tracking_uri: str, run_id: str) -> FitResult:
-    job = LoopConfig(
+def loop_config(config: PipelineConfig, manifest: Manifest, tracking_uri: str, run_id: str) -> LoopConfig:
+    """What every training worker is given: the run's settings, tokenizers and the MLflow run to log into."""
+    return LoopConfig(
         model=config.model, train=config.train, select_metric=config.tracking.select_metric,
         src_tokenizer=Path(manifest.src_tokenizer).read_text(), tgt_tokenizer=Path(manifest.tgt_tokenizer).read_text(),
         threads=config.scaling.threads, grad_compression=config.scaling.grad_compression,
         tracking_uri=tracking_uri, run_id=run_id, max_source_tokens=config.data.max_len)
+
+
+@task
+def train(config: PipelineConfig, manifest: Manifest, tracking_uri: str, run_id: str) -> FitResult:
     # The Ray run is named after the MLflow run: continuing that run (same run_name) resumes this one.
-    trained = trainer.fit(job, load_train_data(manifest.encoded), config.scaling, name=ray_run_name(run_id),
-                          storage_path=config.scaling.storage_path or Path(config.work_dir) / "ray",
+    trained = trainer.fit(loop_config(config, manifest, tracking_uri, run_id), load_train_data(manifest.encoded),
+                          config.scaling, name=ray_run_name(run_id), storage_path=storage_path(config),
                           keep=config.tracking.keep_checkpoints, say=get_run_logger().info)
     # Training never waited for MLflow; what follows needs it. What rank 0 could not send is in the latest
     # checkpoint: deliver it, waiting a bounded time for a server that is down.
@@ -114,6 +118,10 @@ def _outage_is_one_line(config: PipelineConfig, tracking_uri: str, run_id: str, 
         if not tracking.is_outage(e, tracking_uri):
             raise
         raise UnavailableError(_outage(config, tracking_uri, run_id, checkpoint, "after training")) from None
+
+
+def storage_path(config: PipelineConfig) -> Path | str:
+    return config.scaling.storage_path or Path(config.work_dir) / "ray"
 
 
 def ray_run_name(run_id: str) -> str:

@@ -106,6 +106,7 @@ class _AbortingTrainer(TorchTrainer):
     else from inside `ray.get` ends up as a SystemError."""
 
     stopped_by: int | None = None
+    dashboard: bool | None = None  # whether the cluster runs a dashboard; None: ask the connected node
 
     def _register_sigint_handler(self, controller: Any) -> None:
         previous = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
@@ -130,13 +131,14 @@ class _AbortingTrainer(TorchTrainer):
         lines), and on a machine running other Ray instances it asks one of those instead of its own. A local
         cluster has no dashboard here (ray[default] is not installed), and its placement groups end with it."""
         callbacks = super()._create_default_callbacks()
-        if _has_dashboard():
+        if self.dashboard if self.dashboard is not None else has_dashboard():
             return callbacks
         return [c for c in callbacks if not isinstance(c, PlacementGroupCleanerCallback)]
 
 
-def _has_dashboard() -> bool:
-    """Whether the connected cluster runs the dashboard (and so the State API)."""
+def has_dashboard() -> bool:
+    """Whether the connected cluster runs the dashboard (and so the State API), asked on the driver: a Ray actor
+    (a sweep's trial) has no global node to ask, and is told by its driver."""
     node = ray._private.worker._global_node
     return node is None or bool(node.webui_url)  # no local node: Ray Client, keep Ray's defaults
 
@@ -150,12 +152,15 @@ class FitResult:
 
 
 def fit(job: LoopConfig, data: TrainData, scaling: ScalingSettings, name: str, storage_path: Path | str,
-        keep: int, say: Callable[[str], None] = print) -> FitResult:
+        keep: int, say: Callable[[str], None] = print, callbacks: list[Any] | None = None,
+        dashboard: bool | None = None) -> FitResult:
     """Train on the Ray cluster: the best checkpoint, its metrics and the last epoch's metrics.
 
     `name` + `storage_path` identify the run: calling again with the same pair resumes it. On a multi-node
     cluster `storage_path` must be shared (NFS mount, or s3://... / gs://... via pyarrow filesystems): workers
     write checkpoints there and the driver reads the best one back. `say` prints rank 0's progress lines.
+    `callbacks`: Ray Train user callbacks, e.g. Tune's TuneReportCallback when a sweep trial runs this;
+    `dashboard`: whether the cluster has one (see `has_dashboard`), for callers that are not the driver.
     """
     connect(scaling)
     check_fits(scaling)
@@ -176,8 +181,10 @@ def fit(job: LoopConfig, data: TrainData, scaling: ScalingSettings, name: str, s
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),  # INFO records: to the session's log files only
+            callbacks=callbacks,
         ),
     )
+    trainer.dashboard = dashboard
     handlers = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
     try:
         with relay:
