@@ -1,4 +1,4 @@
-"""`alignflow run`, `translate`, `evaluate` and `deploy`. User errors print one line and exit 2, never a traceback."""
+"""`alignflow run`, `sweep`, `translate`, `evaluate`, `deploy` and `gc`. User errors print one line and exit 2."""
 
 import argparse
 import logging
@@ -34,6 +34,33 @@ def _run(args: argparse.Namespace) -> int:
     for handler in logging.getLogger().handlers:  # Prefect's console handler sits on the root logger
         handler.addFilter(_HideUserErrorTracebacks())
     train_pipeline(config)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from data_prep.sources import resolve_source
+    from flows.config import load_config
+
+    config = load_config(args.config, args.set)  # the space is checked here, before anything starts
+    if config.sweep is None:
+        raise AlignflowError(f"{args.config or 'config'}: no sweep section to run (see configs/sweep-dates.yaml)")
+    resolve_source(config.data)
+    from flows.preflight import check_servers, start_ephemeral_prefect
+    from flows.sweep import check_sweep, sweep_pipeline
+    from training.trainer import connect, local_node, ray_address
+
+    check_servers(config)
+    if ray_address(config.scaling) == "local":
+        check_sweep(config, local_node())  # trials the new local cluster could never hold fail now
+    else:
+        import ray
+
+        connect(config.scaling)
+        check_sweep(config, {k: float(v) for k, v in ray.cluster_resources().items()})
+    start_ephemeral_prefect()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_HideUserErrorTracebacks())
+    sweep_pipeline(config)
     return 0
 
 
@@ -160,6 +187,15 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set train.epochs=3 (repeatable)")
     run.set_defaults(func=_run)
+    sw = _subcommand(sub, "sweep", "search settings with Ray Tune: each trial a training run, the best one registered",
+                     "alignflow sweep --config configs/sweep-dates.yaml",
+                     "Runs the config's sweep section: trials sampled from its space train as `run` does, each into "
+                     "an MLflow child run of the sweep's parent run; ASHA stops poor trials early; the best trial is "
+                     "tested and registered through the champion gate.")
+    sw.add_argument("--config", help="YAML config with a sweep section (see configs/sweep-dates.yaml)")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set sweep.num_trials=8 (repeatable)")
+    sw.set_defaults(func=_sweep)
     tr = _subcommand(sub, "translate", "translate text with a registered model",
                      'alignflow translate --model models:/alignflow-dates@champion "the 3rd of March 1998"',
                      "One output line per input line, in order; a blank line gives a blank line. A line longer than "

@@ -19,7 +19,7 @@ import mlflow
 import requests
 from datasets import load_from_disk
 from filelock import FileLock
-from mlflow.entities import Metric, Run, ViewType
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
@@ -392,3 +392,46 @@ def run_states(tracking_uri: str) -> list[RunState]:
         if not token:
             break
     return states
+
+
+# Sweeps: one parent run, one child run per trial (a normal training run, tagged with its parent and trial).
+PARENT_TAG, TRIAL_TAG, TRIAL_STATUS_TAG = "mlflow.parentRunId", "alignflow.trial_id", "alignflow.trial_status"
+SWEEP_TAG = "alignflow.sweep"
+
+
+def start_sweep(tracking_uri: str, experiment: str, name: str, params: dict[str, Any], tags: dict[str, str],
+                config: dict[str, Any]) -> TrackedRun:
+    """The sweep's parent run: the search (space, scheduler) as params, the whole config as config.json."""
+    client = open_store(tracking_uri)
+    exp_id = _experiment_id(client, experiment, tracking_uri)
+    run = client.create_run(exp_id, run_name=name, tags={**tags, SWEEP_TAG: "parent"})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    client.log_dict(run.info.run_id, config, "config.json")
+    return TrackedRun(run.info.run_id, exp_id)
+
+
+def trial_runs(tracking_uri: str, parent_id: str) -> dict[str, Run]:
+    """The sweep's child runs by Tune trial id."""
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_id)
+    runs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+                              max_results=1000)
+    return {r.data.tags[TRIAL_TAG]: r for r in runs if TRIAL_TAG in r.data.tags}
+
+
+def end_trial(tracking_uri: str, run_id: str, status: str, error: BaseException | None = None) -> None:
+    """A trial's child run: its status tag (`completed`, `stopped early by ASHA at epoch k`, `failed`), then ended
+    like a pipeline run (FINISHED and complete, or FAILED / KILLED)."""
+    MlflowClient(tracking_uri).set_tag(run_id, TRIAL_STATUS_TAG, status)
+    end_run(tracking_uri, run_id, error)
+
+
+def end_sweep(tracking_uri: str, run_id: str, metrics: dict[str, float], tags: dict[str, str],
+              table: dict[str, list[Any]], error: BaseException | None = None) -> None:
+    """The parent run: the best trial's metrics, the trials' ranking as a table artifact, then its end."""
+    client = MlflowClient(tracking_uri)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in metrics.items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    if table:
+        client.log_table(run_id, table, "sweep/trials.json")
+    end_run(tracking_uri, run_id, error)

@@ -86,10 +86,17 @@ def test_the_shipped_sweep_configs_load(name):
     assert load_config(path).sweep is not None
 
 
-def test_cli_sweep_with_a_bad_space_prints_one_line(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("args", "line"), [
+    (["--set", "sweep={space: {train.lr: {loguniform: [-1, 1]}}}"],
+     "config: sweep.space.train.lr: loguniform: bounds must be above 0 (got {'loguniform': [-1, 1]})"),
+    ([], "config: no sweep section to run (see configs/sweep-dates.yaml)"),
+    (["--set", "sweep={space: {train.lr: {choice: [0.001]}}}", "--set", "scaling.num_workers=64"],
+     "sweep: one trial's workers ask for 64 CPU; the Ray cluster has"),
+])
+def test_cli_sweep_refuses_what_it_cannot_run_in_one_line(args, line, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = run_cli("run", "--set", "sweep={space: {train.lr: {loguniform: [-1, 1]}}}", timeout=120)
+    result = run_cli("sweep", *args, timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert lines == ["alignflow: error: config: sweep.space.train.lr: loguniform: bounds must be above 0 "
-                     "(got {'loguniform': [-1, 1]})"], result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"alignflow: error: {line}"), result.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # nothing started
