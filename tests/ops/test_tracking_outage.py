@@ -34,8 +34,11 @@ class Tracking:
 
     def start(self) -> None:
         self.server, _ = servers.mlflow_server(f"sqlite:///{self.root / 'mlflow.db'}", self.root, port=self.port)
-        # A busy 2-core machine (other runs' Ray clusters) has been seen to take over 3 minutes to start one.
-        self.server.wait_until(lambda: servers.http_status(f"{self.url}/health", timeout=5) == 200, timeout=600)
+        try:  # a busy 2-core machine (other runs' Ray clusters) has been seen to take over 3 minutes to start one
+            self.server.wait_until(lambda: servers.http_status(f"{self.url}/health", timeout=5) == 200, timeout=600)
+        except BaseException:  # the fixture never yields, so its teardown would not stop it
+            self.server.stop()
+            raise
 
     def stop(self) -> None:
         if self.server is not None:
