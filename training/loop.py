@@ -15,6 +15,7 @@ which is down only delays (what is unsent also travels in every checkpoint).
 import json
 import logging
 import math
+import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -129,6 +130,13 @@ def plot_examples(translator: Translator, val: EncodedSplit, k: int, epoch: int,
         paths.append(plot_attention(src_tokens, tgt_tokens, a, out / f"example_{j}.png",
                                     f"epoch {epoch}: {translator.decode(ids)!r}"))
     return paths
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """The most memory this worker has held so far: allocated by torch on its GPU, else its process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
 
 
 def annealed_lr(lr: float, done: float, anneal: float) -> float:
@@ -419,6 +427,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         progress.seconds += trained.seconds + validation_s
         metrics["train_minutes"] = progress.seconds / 60  # for curves by wall-clock time
         metrics["pairs_seen"] = progress.pairs  # for curves by data seen, whatever the batch size
+        [metrics["peak_memory_mb"]] = _allreduce([peak_memory_mb(w.device)], dist.ReduceOp.MAX)
         if lines:
             lines.validated(progress.epoch, metrics, progress.best, progress.best_epoch)
         t_ckpt = time.perf_counter()
