@@ -27,7 +27,7 @@ from training import evaluate as evaluation
 from training.curves import log_learning_curves
 from training.data import load_train_data
 from training.loop import LoopConfig
-from training.tracking import resolve_tracking_uri
+from training.tracking import redact_uri, resolve_tracking_uri
 from training.trainer import FitResult
 
 
@@ -105,7 +105,7 @@ def _outage(config: PipelineConfig, tracking_uri: str, run_id: str, checkpoint: 
     again = (f"run again with tracking.run_name={name} once it is back: it resumes from there, records them in "
              f"MLflow run {run_id} and finishes" if name else
              f"MLflow run {run_id} had no tracking.run_name, so it cannot be resumed; name runs to make them so")
-    return (f"MLflow tracking server {provenance.redact(tracking_uri)} unreachable {when}; nothing trained is "
+    return (f"MLflow tracking server {redact_uri(tracking_uri)} unreachable {when}; nothing trained is "
             f"lost: the latest checkpoint {checkpoint} holds every epoch and the metrics not yet recorded; {again}")
 
 
@@ -181,7 +181,7 @@ def train_pipeline(config: PipelineConfig) -> dict[str, Any]:
         raise
     tracking.end_run(tracking_uri, run_id)
     url = provenance.mlflow_run_url(tracking_uri, run.experiment_id, run_id)
-    summary = {"run_id": run_id, "tracking_uri": provenance.redact(tracking_uri), "mlflow_url": url,
+    summary = {"run_id": run_id, "tracking_uri": redact_uri(tracking_uri), "mlflow_url": url,
                **test_metrics, **registered,
                "best_val": {k: v for k, v in trained.metrics.items() if k.startswith("val_")}}
     create_markdown_artifact(key="alignflow-run-summary", markdown=_summary_markdown(config, summary),

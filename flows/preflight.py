@@ -12,7 +12,7 @@ from filelock import FileLock
 
 from data_prep.errors import UnavailableError
 from flows.config import PipelineConfig
-from flows.provenance import redact
+from training.tracking import redact_uri
 
 TIMEOUT_S = 5.0
 
@@ -27,7 +27,7 @@ def check_servers(config: PipelineConfig) -> None:
 
     problems = []
     if api := PREFECT_API_URL.value():
-        problems.append(_http(f"Prefect API PREFECT_API_URL={redact(api)}", api.rstrip("/") + "/health",
+        problems.append(_http(f"Prefect API PREFECT_API_URL={redact_uri(api)}", api.rstrip("/") + "/health",
                               _auth(PREFECT_API_AUTH_STRING.value(), PREFECT_API_KEY.value())))
     problems.append(_tracking_problem(resolve_tracking_uri(config.tracking.uri)))
     address = ray_address(config.scaling)
@@ -50,7 +50,7 @@ def _tracking_problem(uri: str) -> str | None:
         return None  # a local store
     parts = urlsplit(uri)  # /health needs no credentials, and urllib takes none in the URL
     bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    return _http(f"MLflow tracking server {redact(uri)}", bare.rstrip("/") + "/health")
+    return _http(f"MLflow tracking server {redact_uri(uri)}", bare.rstrip("/") + "/health")
 
 
 def _auth(auth_string: str | None, api_key: str | None) -> dict[str, str]:

@@ -7,13 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import SourceType
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
 from flows.config import PipelineConfig, flatten
-from training.tracking import RunSpec
+from training.tracking import RunSpec, redact_uri
 
 # Where things run or are recorded: they change neither the model nor its scores.
 _NOT_RESULT = ("work_dir", "tracking.uri", "tracking.experiment", "tracking.run_name", "tracking.model_name",
@@ -25,21 +24,11 @@ MODEL_TRAINING_VIEW = "?workflowType=machine_learning"
 _SHORT = {"train.": "", "model.": "", "tokenizer.": "tok.", "data.sizes.": "", "data.": "", "scaling.": ""}
 
 
-def redact(uri: str | None) -> str | None:
-    """`https://user:secret@host/x` -> `https://***@host/x`; anything without a password is unchanged."""
-    if not uri or "://" not in uri:
-        return uri
-    parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    return urlunsplit(parts._replace(netloc=f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")))
-
-
 def params(config: PipelineConfig) -> dict[str, Any]:
     """The whole config as flat MLflow params, with any credential in a URI masked."""
     flat = flatten(config)
     for key in ("tracking.uri", "scaling.address"):
-        flat[key] = redact(flat.get(key))
+        flat[key] = redact_uri(flat.get(key))
     return flat
 
 
@@ -132,7 +121,7 @@ def entry_point(deployment: str | None = None, argv: list[str] | None = None) ->
 def run_spec(config: PipelineConfig, data_fingerprint: str) -> RunSpec:
     """What the pipeline's MLflow run records when it starts: names, tags, params and config.json."""
     logged = {**config.model_dump(mode="json", exclude={"sweep"}),
-              "tracking": {**config.tracking.model_dump(mode="json"), "uri": redact(config.tracking.uri)}}
+              "tracking": {**config.tracking.model_dump(mode="json"), "uri": redact_uri(config.tracking.uri)}}
     return RunSpec(experiment=config.tracking.experiment, name=run_name(config),
                    resume_name=config.tracking.run_name, params=params(config),
                    tags=run_tags(config, data_fingerprint), config=logged, corpus=config.data.source)
@@ -142,5 +131,5 @@ def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | 
     """The run's page in the MLflow UI, for servers that have one (never with credentials in it)."""
     if not tracking_uri.startswith(("http://", "https://")):
         return None
-    base = (redact(tracking_uri) or "").replace("***@", "").rstrip("/")
+    base = (redact_uri(tracking_uri) or "").replace("***@", "").rstrip("/")
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}{MODEL_TRAINING_VIEW}"

@@ -104,11 +104,14 @@ def is_outage(error: BaseException, tracking_uri: str) -> bool:
     return False
 
 
-def redact_uri(uri: str) -> str:
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
+def redact_uri(uri: str | None) -> str | None:
+    """`https://user:secret@host/x` -> `https://***@host/x`; anything without credentials is unchanged."""
+    if not uri or "://" not in uri:
         return uri
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")))
 
 
 class MetricBuffer:

@@ -1,7 +1,8 @@
 """Run names, hashes and tags that let people compare runs, and no credentials in anything logged."""
 
 from flows.config import load_config
-from flows.provenance import changes, config_hash, mlflow_run_url, params, redact, run_name, run_tags
+from flows.provenance import changes, config_hash, mlflow_run_url, params, run_name, run_tags
+from training.tracking import redact_uri as redact
 
 
 def test_run_name_says_what_differs_from_the_defaults():
