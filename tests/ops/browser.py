@@ -4,7 +4,9 @@ MLflow UI refuses credentials inside the URL), wait until given text has rendere
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -51,7 +53,8 @@ def screenshot(url: str, out: Path, headers: dict[str, str], wait_for: list[str]
     chromium = chromium_path()
     assert chromium, "chromium not installed"
     port = free_port()
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still be flushing into the profile as the directory is removed.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([chromium, *FLAGS, f"--remote-debugging-port={port}",
                                  f"--remote-debugging-address={HOST}", f"--user-data-dir={profile}",
                                  f"--window-size={size[0]},{size[1]}", "about:blank"],
@@ -79,11 +82,28 @@ def screenshot(url: str, out: Path, headers: dict[str, str], wait_for: list[str]
                 out.write_bytes(base64.b64decode(shot["data"]))
                 return page.text()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Ends chromium with its renderer and GPU helpers (its own session), so nothing writes into the profile."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=20)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    deadline = time.monotonic() + 10  # the helpers outlive the main process by a moment
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
 
 
 def _page_target(port: int, timeout: float = 60.0) -> str:
