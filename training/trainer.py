@@ -31,6 +31,7 @@ from data_prep.errors import UnavailableError
 from training.config import ScalingSettings
 from training.data import TrainData
 from training.loop import LoopConfig, train_loop_per_worker
+from training.pg_cleanup import ControllerPingingCleanerCallback
 from training.progress import Relay
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -124,16 +125,18 @@ class _AbortingTrainer(TorchTrainer):
             signal.signal(s, stop)
 
     def _create_default_callbacks(self) -> list[Any]:
-        """Ray's callbacks, less the PlacementGroupCleaner where the cluster runs no dashboard. The cleaner (a
-        detached actor) asks the State API every second whether the controller still lives, to remove the
+        """Ray's callbacks, with another PlacementGroupCleaner where the cluster runs no dashboard. Ray's cleaner
+        (a detached actor) asks the State API every second whether the controller still lives, to remove the
         placement group of a controller that died; the dashboard serves that API. Without one, every query
         fails and logs "State API may be temporarily unavailable" (1,712 of a 25-minute run's 1,940 console
         lines), and on a machine running other Ray instances it asks one of those instead of its own. A local
-        cluster has no dashboard here (ray[default] is not installed), and its placement groups end with it."""
+        cluster has no dashboard here (ray[default] is not installed): training/pg_cleanup.py asks the
+        controller itself."""
         callbacks = super()._create_default_callbacks()
         if self.dashboard if self.dashboard is not None else has_dashboard():
             return callbacks
-        return [c for c in callbacks if not isinstance(c, PlacementGroupCleanerCallback)]
+        return [ControllerPingingCleanerCallback() if isinstance(c, PlacementGroupCleanerCallback) else c
+                for c in callbacks]
 
 
 def has_dashboard() -> bool:
