@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from flows.config import load_config
 from flows.pipeline import train_pipeline
 from tests.conftest import REPO
+from tests.console_checks import assert_console_is_clean
 from training.tracking import RUN_NAME_TAG
 from training.translator import MODEL_CONFIG, WEIGHTS, Translator
 
@@ -211,7 +212,8 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 def test_a_killed_pipeline_resumes_from_its_checkpoint_in_the_same_mlflow_run(tracking_uri, tiny_overrides,
                                                                                 tmp_path):
-    args = [f"--set={o}" for o in [*tiny_overrides, *SMALL, "train.epochs=3", "tracking.run_name=resumable"]]
+    args = [f"--set={o}" for o in [*tiny_overrides, *SMALL, "train.epochs=3", "tracking.run_name=resumable",
+                                   "train.log_every=10"]]
     ray_storage = tmp_path / "work" / "ray"
     first = _start_cli(args, tmp_path / "first.log")
     try:
@@ -249,6 +251,8 @@ def test_a_killed_pipeline_resumes_from_its_checkpoint_in_the_same_mlflow_run(tr
     assert starts[0] == 1.0 and starts[-1] == float(start)
     _assert_no_duplicated_steps(client, killed_run.info.run_id)
     assert client.get_model_version("tiny-dates", "1").run_id == killed_run.info.run_id
+    # and what the person who ran it again saw
+    assert_console_is_clean(out.splitlines(), range(start, 4), 3, "tiny-dates", 1)
 
 
 # --- 4. Ctrl-C, or SIGTERM as when Prefect cancels a flow run ------------------------------------------------
