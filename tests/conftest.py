@@ -19,6 +19,14 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the Hub is unreachable here: fail fast, never wait on it
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Prefect stops its ephemeral API server at interpreter exit and logs that to a console stream pytest has
+    closed by then ('--- Logging error ---' with a traceback after the summary): those records are dropped."""
+    import logging
+
+    logging.raiseExceptions = False
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One real local Ray cluster for the whole session (2 CPUs: two single-threaded workers)."""

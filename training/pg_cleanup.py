@@ -15,6 +15,7 @@ import queue
 from typing import Any
 
 import ray
+from ray._common.constants import HEAD_NODE_RESOURCE_NAME
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2._internal.execution.controller.placement_group_cleaner import PlacementGroupCleaner
@@ -63,8 +64,10 @@ class ControllerPingingCleanerCallback(PlacementGroupCleanerCallback):
         context = ray.get_runtime_context()
         self._controller_actor_id = context.get_actor_id()
         cleaner = ray.remote(num_cpus=0)(ControllerPingingCleaner)
-        # detached: it must outlive the controller (and the trial actor that owns it) to clean up after them
-        self._cleaner = cleaner.options(lifetime="detached").remote(
+        # Detached, to outlive the controller and the trial actor that owns it; scheduled outside any placement
+        # group (DEFAULT), since a Tune trial's actors inherit the trial's group and die when Tune removes it.
+        self._cleaner = cleaner.options(lifetime="detached", scheduling_strategy="DEFAULT",
+                                        resources={HEAD_NODE_RESOURCE_NAME: 0.001}).remote(
             context.current_actor, self._controller_actor_id, check_interval_s=self._check_interval_s,
             stop_timeout=PING_TIMEOUT_S + 5)
         self._cleaner.start_monitoring.remote()
