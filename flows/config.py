@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from data_prep.config import DataConfig, TokenizerConfig
 from data_prep.errors import ConfigError
@@ -25,6 +25,16 @@ class PipelineConfig(BaseModel):
     work_dir: str = Field("alignflow-work", description="prepared corpora and Ray checkpoints live here")
     sweep: SweepConfig | None = Field(None, description="`alignflow sweep` only: the search; `run` ignores it")
 
+    @model_validator(mode="after")
+    def _autocast_needs_gpus(self) -> "PipelineConfig":
+        # Seen on this AVX2 CPU with torch 2.13: oneDNN has no fp16 or bf16 LSTM kernel, and the encoder's LSTM
+        # fails as soon as a batch's sources are all one length ("could not create a primitive descriptor").
+        if self.train.precision != "fp32" and not self.scaling.use_gpu:
+            raise ValueError(f"train.precision: {self.train.precision} autocast is for GPU workers (scaling.use_gpu: "
+                             "true); on CPU workers PyTorch's LSTM has no reduced-precision kernel on most CPUs: "
+                             "use fp32")
+        return self
+
     @property
     def decoding(self) -> DecodingConfig:
         """How the test split is decoded, and so how the registered model decodes by default; a source longer
@@ -38,6 +48,8 @@ def _describe(err: ValidationError, origin: str) -> str:
     why = first["msg"].removeprefix("Value error, ")  # a validator's own message needs no label
     msg = "unknown key" if first["type"] == "extra_forbidden" else f"{why} (got {first.get('input')!r})"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    if not first["loc"]:  # a check across sections names its keys itself
+        return f"{origin}: {why}{more}"
     return f"{origin}: {key}: {msg}{more}"
 
 

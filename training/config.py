@@ -82,8 +82,8 @@ class TrainConfig(_Section):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="training loss only; validation reports NLL")
     length_penalty: float = Field(1.0, ge=0.0, description="GNMT length penalty alpha for beam search")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="autocast dtype for forward passes (fp16 adds a GradScaler); for GPUs: a CPU without "
-                            "AVX-512 BF16, like this 2-core machine, runs bf16 slower than fp32")
+        "fp32", description="autocast dtype for forward passes (fp16 adds a GradScaler); GPU workers only "
+                            "(scaling.use_gpu): on CPU workers PyTorch's LSTM lacks fp16/bf16 kernels on most CPUs")
     compile: bool = Field(False, description="torch.compile the decoder step, the body of the per-token loop; for "
                                              "GPUs (on 2 CPU cores it gained nothing and took ~50 s to compile)")
     heatmap_examples: NonNegativeInt = 3  # fixed validation sentences plotted each epoch

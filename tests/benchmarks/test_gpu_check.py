@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.py on CPU: its --cpu-smoke mode trains the kinds of variant it measures on GPUs (1 and 2
-workers, fp32 and fp16 autocast with its GradScaler) through Ray Train's TorchTrainer, and reports their figures."""
+workers) through Ray Train's TorchTrainer, and reports their figures."""
 
 import os
 import re
@@ -21,21 +21,19 @@ def _run(*args: str, timeout: int) -> subprocess.CompletedProcess[str]:
                           env=env, cwd=REPO)
 
 
-@pytest.mark.skipif(not os.environ.get("ALIGNFLOW_GPU_SMOKE"),
-                    reason="gpu_check --cpu-smoke not yet seen to finish: ALIGNFLOW_GPU_SMOKE=1 runs it")
 def test_cpu_smoke_trains_every_variant_through_the_trainer_and_reports_figures():
     done = _run("--cpu-smoke", timeout=900)
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
     rows = {m[1]: m for m in re.finditer(
         r"^(\d x \w+)\s+(cpu)\s+(\d+)\s+([\d.]+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+[\d.]+->[\d.]+\s+ok$", out, re.M)}
-    assert set(rows) == {"1 x fp32", "2 x fp32", "1 x fp16"}, out[-3000:]
+    assert set(rows) == {"1 x fp32", "2 x fp32"}, out[-3000:]
     for row in rows.values():
         steps, steps_per_s, peak_mib = int(row[3]), float(row[4]), int(row[7].replace(",", ""))
         assert steps >= 3 and steps_per_s > 0 and peak_mib > 100  # a worker process holds torch: >100 MiB
     assert re.search(r"^scaling fp32: 2 workers give [\d.]+x the tokens/s of 1", out, re.M), out[-2000:]
     assert "training on 2 workers (cpu)" in out  # rank 0's progress lines, relayed by the driver
-    assert out.rstrip().endswith("gpu_check --cpu-smoke: 3/3 variants ok through Ray Train's TorchTrainer")
+    assert out.rstrip().endswith("gpu_check --cpu-smoke: 2/2 variants ok through Ray Train's TorchTrainer")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU host would run the real check")

@@ -21,10 +21,15 @@ def test_overrides_are_typed_and_nested():
     (["train.epochs=-1"], "train.epochs: Input should be greater than 0"),
     (["nonsense"], "expected key=value"),
     (["model.dropout=1.5"], "model.dropout"),
+    (["train.precision=bf16"], r"^config: train.precision: bf16 autocast is for GPU workers \(scaling.use_gpu: true\)"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_autocast_is_accepted_for_gpu_workers():
+    assert load_config(None, ["train.precision=fp16", "scaling.use_gpu=true"]).train.precision == "fp16"
 
 
 def test_missing_and_broken_files(tmp_path):
