@@ -81,8 +81,12 @@ class Relay:
 
     def _run(self) -> None:
         while not self._done.is_set():
-            with contextlib.suppress(Empty):
+            try:
                 self._say(self.queue.get(timeout=0.5))
+            except Empty:
+                continue
+            except ray.exceptions.RayError:  # the queue's actor is gone (Tune stopped this sweep trial): no lines
+                return
 
     def __enter__(self) -> Queue:
         self._thread.start()
