@@ -28,8 +28,8 @@ def controller_alive(controller: Any) -> bool:
         ray.get(controller.__ray_ready__.remote(), timeout=PING_TIMEOUT_S)
     except RayActorError:
         return False
-    except GetTimeoutError:
-        return True
+    except GetTimeoutError:  # busy, not gone
+        pass
     return True
 
 

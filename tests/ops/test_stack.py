@@ -161,14 +161,13 @@ def runs(stack: Stack, mlflow_env: dict[str, str], tmp_path_factory: pytest.Temp
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first.id])))
         mlflow_runs = {"first": first_mlflow}
         ARTIFACTS.mkdir(exist_ok=True)  # a fresh clone has none yet
-        for name, values in (("better", BETTER),):
-            overrides = [f"{k}={v}" for k, v in {**values, "work_dir": str(tmp / "work")}.items()]
-            done = subprocess.run([sys.executable, "-m", "flows.cli", "run", *[f"--set={o}" for o in overrides]],
-                                  env={**os.environ, **env}, cwd=tmp, capture_output=True, text=True, timeout=900)
-            (ARTIFACTS / f"ops-run-{name}.log").write_text(done.stdout + done.stderr)
-            assert done.returncode == 0, done.stderr[-3000:]
-            [mlflow_runs[name]] = client.search_runs(
-                [experiment()], f"tags.config_hash = '{config_hash(load_config(None, overrides))}'")
+        overrides = [f"{k}={v}" for k, v in {**BETTER, "work_dir": str(tmp / "work")}.items()]
+        done = subprocess.run([sys.executable, "-m", "flows.cli", "run", *[f"--set={o}" for o in overrides]],
+                              env={**os.environ, **env}, cwd=tmp, capture_output=True, text=True, timeout=900)
+        (ARTIFACTS / "ops-run-better.log").write_text(done.stdout + done.stderr)
+        assert done.returncode == 0, done.stderr[-3000:]
+        [mlflow_runs["better"]] = client.search_runs(
+            [experiment()], f"tags.config_hash = '{config_hash(load_config(None, overrides))}'")
         yield Runs(deployment, first, mlflow_runs, artifacts)
     finally:
         serve.stop()
