@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import REPO, TINY
 from tests.ops import servers
+from tests.processes import wait_for
 from training.tracking import RUN_NAME_TAG
 
 pytestmark = pytest.mark.integration
@@ -67,16 +68,6 @@ def _start(args: list[str], out: Path, tracking_url: str) -> subprocess.Popen:
                             cwd=out, env=env, start_new_session=True)
 
 
-def _wait(proc: subprocess.Popen, predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            raise AssertionError(f"the pipeline exited ({proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def _kill(proc: subprocess.Popen) -> None:
     """SIGKILL whatever is left of the CLI's own process group (its local Ray cluster)."""
     with contextlib.suppress(ProcessLookupError):
@@ -107,11 +98,11 @@ def test_an_outage_in_the_middle_of_training_delays_the_metrics_not_the_training
     work = tmp_path / "work"
     proc = _start([*TINY, *SMALL, f"work_dir={work}", "tracking.run_name=outage"], tmp_path, tracking.url)
     try:
-        _wait(proc, lambda: _checkpoints(work) >= 1, 420, "the first checkpoint")
+        wait_for(lambda: _checkpoints(work) >= 1, 420, "the first checkpoint", proc)
         tracking.stop()
         down = time.monotonic()
         # Training goes on without the server: a further epoch is checkpointed while it is down...
-        _wait(proc, lambda: _checkpoints(work) >= 2, 300, "a checkpoint during the outage")
+        wait_for(lambda: _checkpoints(work) >= 2, 300, "a checkpoint during the outage", proc)
         # ...which lasts well past the buffer's retry window (one attempt, 5 s timeout, one quick retry).
         time.sleep(max(0.0, 20 - (time.monotonic() - down)))
         tracking.start()  # same store, same port
@@ -135,7 +126,7 @@ def test_a_server_that_never_comes_back_ends_the_run_with_one_line_and_the_check
     first.mkdir()
     proc = _start(args, first, tracking.url)
     try:
-        _wait(proc, lambda: _checkpoints(work) >= 1, 420, "the first checkpoint")
+        wait_for(lambda: _checkpoints(work) >= 1, 420, "the first checkpoint", proc)
         tracking.stop()
         code = proc.wait(timeout=420)
     finally:

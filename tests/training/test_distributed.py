@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +15,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from flows.config import load_config
-from flows.pipeline import train_pipeline
 from tests.conftest import REPO
 from tests.console_checks import assert_console_is_clean
+from tests.processes import group_workers, registered_epoch, train_workers, wait_for
 from training.tracking import RUN_NAME_TAG
 from training.translator import MODEL_CONFIG, WEIGHTS, Translator
 
@@ -37,74 +35,6 @@ def _patient_prefect() -> Iterator[None]:
 
     with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180}):
         yield
-
-
-# --- processes: only this test's own process tree is ever inspected or signalled ---------------------------
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        out += kids
-        todo += kids
-    return out
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _train_workers(root: int) -> list[int]:
-    """Ray Train worker processes under `root` (Ray titles them `ray::RayTrainWorker...`)."""
-    return [p for p in _descendants(root) if "RayTrainWorker" in _cmdline(p)]
-
-
-def _group_workers(pgid: int) -> list[int]:
-    """Ray Train worker processes left in process group `pgid`, whoever their parent is now."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == pgid:
-                out.append(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return [p for p in out if "RayTrainWorker" in _cmdline(p)]
-
-
-# --- Ray's storage: which checkpoint has the controller registered (what a restart resumes from) ----------
-
-def _registered_epoch(ray_storage: Path) -> int | None:
-    for snapshot in ray_storage.glob("*/checkpoint_manager_snapshot.json"):
-        try:
-            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-            progress = snapshot.parent / latest["checkpoint_dir_name"] / "progress.json"
-            return int(json.loads(progress.read_text())["epoch"])
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
-    return None
-
-
-def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the pipeline exited ({proc.returncode}) before {what}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _epoch_history(client: MlflowClient, run_id: str, key: str = "epoch") -> list[tuple[int, float]]:
@@ -155,46 +85,7 @@ def test_workers_are_placed_on_both_nodes_and_a_model_is_registered(two_node_clu
     assert str(client.get_registered_model("tiny-dates").aliases["champion"]) == "1"
 
 
-# --- 2. a worker killed mid-epoch ---------------------------------------------------------------------------
-
-def test_a_worker_killed_mid_epoch_recovers_from_the_last_checkpoint(ray_cluster, tracking_uri, tiny_overrides,
-                                                                     tmp_path, caplog):
-    killed: list[tuple[int, int, int]] = []  # (pid, checkpointed epoch before / at the kill)
-
-    def kill_a_worker_during_epoch_2() -> None:
-        epoch = _wait_for(lambda: _registered_epoch(tmp_path / "work" / "ray"), 420, "the first checkpoint")
-        time.sleep(1.0)  # into the next epoch, past its first batches
-        pid = _wait_for(lambda: _train_workers(os.getpid())[-1:], 30, "a training worker")[0]
-        at_kill = _registered_epoch(tmp_path / "work" / "ray") or epoch
-        os.kill(pid, signal.SIGKILL)
-        killed.append((pid, epoch, at_kill))
-
-    killer = threading.Thread(target=kill_a_worker_during_epoch_2, daemon=True)
-    killer.start()
-    summary = train_pipeline(load_config(None, [*tiny_overrides, *SMALL, "train.epochs=3"]))
-    killer.join(timeout=5)
-
-    assert killed, "no worker was killed"
-    pid, checkpointed, at_kill = killed[0]
-    assert at_kill < 3, "killed after training had finished"
-    client = MlflowClient(tracking_uri)
-    assert summary["version"] == 1 and client.get_run(summary["run_id"]).info.status == "FINISHED"
-    # every epoch logged once, at increasing global steps; the epochs after the kill ran in a new worker
-    # group that started from the checkpoint, not from scratch
-    epochs = _epoch_history(client, summary["run_id"])
-    assert [e for _, e in epochs] == [1.0, 2.0, 3.0]
-    # The restarted group began from a checkpoint, not from scratch: at least the one registered before the kill.
-    # (Ray registers a checkpoint a moment after the workers log its epoch, so the killed group may already have
-    # logged later epochs; the new group then repeats them without logging them twice.)
-    # rank 0's progress lines reach the driver's log through the train task's Prefect logger
-    resumed = [int(m) for m in re.findall(r"resuming at epoch (\d+)", caplog.text)]
-    assert resumed and checkpointed <= resumed[0] - 1 <= 3, resumed
-    starts = [s for _, s in _epoch_history(client, summary["run_id"], "start_epoch")]
-    assert starts[0] == 1.0 and set(starts) <= {1.0, float(resumed[0])}
-    _assert_no_duplicated_steps(client, summary["run_id"])
-
-
-# --- 3. the pipeline process killed, then re-run with the same run name -------------------------------------
+# --- 2. a worker killed mid-epoch, then the pipeline process killed and re-run with the same run name -----
 
 def _start_cli(args: list[str], log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     # Its own session, so the test can clean up exactly that process tree (its Ray cluster included).
@@ -210,20 +101,36 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def test_a_killed_pipeline_resumes_from_its_checkpoint_in_the_same_mlflow_run(tracking_uri, tiny_overrides,
-                                                                                tmp_path):
-    args = [f"--set={o}" for o in [*tiny_overrides, *SMALL, "train.epochs=3", "tracking.run_name=resumable",
+def _resumed_at(log: Path) -> list[int]:
+    """The epochs a worker group began at after a restore, from rank 0's start lines in a run's console."""
+    return [int(m) for m in re.findall(r"resuming at epoch (\d+)", log.read_text())]
+
+
+def test_a_killed_worker_and_then_a_killed_pipeline_resume_from_checkpoints_in_the_same_mlflow_run(
+        tracking_uri, tiny_overrides, tmp_path):
+    """Two faults in one run: a training worker SIGKILLed mid-epoch (Ray Train restarts the worker group from
+    the last checkpoint: FailureConfig), then the pipeline's own process SIGKILLed (re-running the same config
+    resumes the same MLflow run from its checkpoint). Every epoch ends up logged once, never trained from scratch."""
+    args = [f"--set={o}" for o in [*tiny_overrides, *SMALL, "train.epochs=4", "tracking.run_name=resumable",
                                    "train.log_every=10"]]
-    ray_storage = tmp_path / "work" / "ray"
-    first = _start_cli(args, tmp_path / "first.log")
+    ray_storage, first_log = tmp_path / "work" / "ray", tmp_path / "first.log"
+    first = _start_cli(args, first_log)
     try:
-        _wait_for(lambda: _registered_epoch(ray_storage), 420, "the first checkpoint", first)
+        before_worker_kill = wait_for(lambda: registered_epoch(ray_storage), 420, "the first checkpoint", first)
+        time.sleep(1.0)  # into the next epoch, past its first batches
+        worker = wait_for(lambda: train_workers(first.pid)[-1:], 30, "a training worker", first)[0]
+        os.kill(worker, signal.SIGKILL)
+        # the restarted group has started from a checkpoint and registered one of its own
+        wait_for(lambda: _resumed_at(first_log) and (registered_epoch(ray_storage) or 0) >= _resumed_at(first_log)[0],
+                 420, "a checkpoint of the restarted worker group", first)
         os.kill(first.pid, signal.SIGKILL)  # the driver dies without any chance to clean up
         first.wait(timeout=30)
     finally:
         _kill_tree(first)
-    checkpointed = _registered_epoch(ray_storage)
-    assert checkpointed is not None and checkpointed < 3
+    [worker_restart] = _resumed_at(first_log)
+    assert before_worker_kill <= worker_restart - 1 <= before_worker_kill + 1  # Ray may register one more first
+    checkpointed = registered_epoch(ray_storage)
+    assert checkpointed is not None and worker_restart <= checkpointed < 4
 
     client = MlflowClient(tracking_uri)
     [killed_run] = client.search_runs(client.get_experiment_by_name("alignflow").experiment_id)
@@ -235,27 +142,26 @@ def test_a_killed_pipeline_resumes_from_its_checkpoint_in_the_same_mlflow_run(tr
     finally:
         _kill_tree(second)
     out = (tmp_path / "second.log").read_text()
-    resumed = re.search(r"resuming at epoch (\d+)", out)
-    assert resumed, out[-3000:]
-    start = int(resumed[1])
+    [start] = _resumed_at(tmp_path / "second.log")
     # From the checkpoint Ray had registered when the driver died, or from one written a moment later, before the
     # rest of the process group was killed -- never from scratch.
-    assert start - 1 in {checkpointed, checkpointed + 1} and 1 < start <= 3
+    assert start - 1 in {checkpointed, checkpointed + 1} and 2 < start <= 4
 
     runs = client.search_runs([killed_run.info.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = 'resumable'")
     assert [r.info.run_id for r in runs] == [killed_run.info.run_id]  # the same run, no duplicate
     assert runs[0].info.status == "FINISHED"
     epochs = _epoch_history(client, killed_run.info.run_id)
     starts = [s for _, s in _epoch_history(client, killed_run.info.run_id, "start_epoch")]
-    assert [e for _, e in epochs] == [1.0, 2.0, 3.0]
-    assert starts[0] == 1.0 and starts[-1] == float(start)
+    assert [e for _, e in epochs] == [1.0, 2.0, 3.0, 4.0]
+    # each epoch was logged by the worker group that trained it: the first, the restarted one, the resumed run's
+    assert starts[0] == 1.0 and set(starts) <= {1.0, float(worker_restart), float(start)} and starts[-1] == start
     _assert_no_duplicated_steps(client, killed_run.info.run_id)
     assert client.get_model_version("tiny-dates", "1").run_id == killed_run.info.run_id
     # and what the person who ran it again saw
-    assert_console_is_clean(out.splitlines(), range(start, 4), 3, "tiny-dates", 1)
+    assert_console_is_clean(out.splitlines(), range(start, 5), 4, "tiny-dates", 1)
 
 
-# --- 4. Ctrl-C, or SIGTERM as when Prefect cancels a flow run ------------------------------------------------
+# --- 3. Ctrl-C, or SIGTERM as when Prefect cancels a flow run --------------------------------------------
 
 # Ctrl-C (SIGINT, exit 130, "alignflow: interrupted") takes the same abort path in training/trainer.py; SIGTERM also
 # hands back to Prefect's own handler, so it is the variant kept in the suite (each costs a pipeline run, ~1 min).
@@ -269,12 +175,12 @@ def test_ctrl_c_or_sigterm_stops_the_training_job_and_leaves_a_usable_checkpoint
     ray_storage = tmp_path / "work" / "ray"
     proc = _start_cli(args, tmp_path / "run.log")
     try:
-        _wait_for(lambda: _registered_epoch(ray_storage), 420, "the first checkpoint", proc)
-        assert _train_workers(proc.pid), "training workers should be running"
+        wait_for(lambda: registered_epoch(ray_storage), 420, "the first checkpoint", proc)
+        assert train_workers(proc.pid), "training workers should be running"
         os.kill(proc.pid, signum)
         assert proc.wait(timeout=120) == code, (tmp_path / "run.log").read_text()[-3000:]
         # the job was stopped, not orphaned: no training worker of this run survives its driver
-        _wait_for(lambda: not _group_workers(proc.pid), 30, "the training workers to exit")
+        wait_for(lambda: not group_workers(proc.pid), 30, "the training workers to exit")
     finally:
         _kill_tree(proc)
     assert message in (tmp_path / "run.log").read_text()
@@ -283,7 +189,7 @@ def test_ctrl_c_or_sigterm_stops_the_training_job_and_leaves_a_usable_checkpoint
     [run] = client.search_runs(client.get_experiment_by_name("alignflow").experiment_id)
     assert run.info.status == "KILLED"
     # the last registered checkpoint still loads and translates
-    epoch = _registered_epoch(ray_storage)
+    epoch = registered_epoch(ray_storage)
     assert epoch is not None and epoch < 6
     [snapshot] = ray_storage.glob("*/checkpoint_manager_snapshot.json")
     ckpt = snapshot.parent / json.loads(snapshot.read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]

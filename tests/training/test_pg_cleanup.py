@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import ray
 
+from tests.processes import wait_for
+
 pytestmark = pytest.mark.integration
 
 
@@ -36,20 +38,13 @@ def _free_cpus() -> float:
     return ray.available_resources().get("CPU", 0.0)
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
 def test_the_placement_group_of_a_killed_driver_is_removed(ray_cluster, tmp_path):
     total = ray.cluster_resources()["CPU"]
-    _wait(lambda: _free_cpus() == total, 60, "the cluster to be idle")
+    wait_for(lambda: _free_cpus() == total, 60, "the cluster to be idle")
     driver = TrialLikeDriver.remote()
     started = tmp_path / "started"
     driver.fit.remote(str(tmp_path / "ray"), str(started))
-    _wait(started.exists, 180, "the training function to run")
+    wait_for(started.exists, 180, "the training function to run")
     assert _free_cpus() <= total - 1  # its worker's CPU, in the run's placement group
     ray.kill(driver)  # the controller it owns dies with it, before it could remove its placement group
-    _wait(lambda: _free_cpus() == total, 90, "the placement group's CPU to come free")
+    wait_for(lambda: _free_cpus() == total, 90, "the placement group's CPU to come free")
