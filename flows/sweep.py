@@ -29,6 +29,7 @@ from training.data import TrainData, load_train_data
 from training.tracking import resolve_tracking_uri
 
 CHECKPOINT_PATH = "checkpoint_path"  # what TuneReportCallback adds to a reported result
+INTERRUPTED = "interrupted"  # a trial's status while its sweep, stopped by Ctrl-C, waits to be resumed
 
 
 def corpus_key(values: dict[str, Any]) -> str:
@@ -48,17 +49,15 @@ def run_trial(values: dict[str, Any], *, base: dict[str, Any], parent_id: str, t
     spec = provenance.run_spec(config, manifest.fingerprint)
     spec = replace(spec, resume_name=None, tags={**spec.tags, tracking.PARENT_TAG: parent_id,
                                                  tracking.TRIAL_TAG: trial_id, tracking.SWEEP_TAG: "trial"})
-    run_id = tracking.start_run(tracking_uri, spec, manifest).run_id
-    try:
-        trained = trainer.fit(loop_config(config, manifest, tracking_uri, run_id), data[key], config.scaling,
-                              name=ray_run_name(run_id), storage_path=storage_path(config),
-                              keep=config.tracking.keep_checkpoints, say=_say, callbacks=[TuneReportCallback()],
-                              dashboard=dashboard)
-        # As `run` does: what rank 0 could not send to MLflow is in the latest checkpoint.
-        tracking.deliver(tracking_uri, run_id, trained.latest, config.tracking.outage_wait_minutes * 60, _say)
-    except BaseException as e:
-        tracking.end_trial(tracking_uri, run_id, "failed", e)
-        raise
+    run_id = tracking.start_trial(tracking_uri, spec, manifest, parent_id, trial_id).run_id
+    # An exception here may be a failure or Tune stopping the trial (ASHA): Tune's verdict is the driver's to
+    # record (`settle`), so only a trial that returned ends its run itself.
+    trained = trainer.fit(loop_config(config, manifest, tracking_uri, run_id), data[key], config.scaling,
+                          name=ray_run_name(run_id), storage_path=storage_path(config),
+                          keep=config.tracking.keep_checkpoints, say=_say, callbacks=[TuneReportCallback()],
+                          dashboard=dashboard)
+    # As `run` does: what rank 0 could not send to MLflow is in the latest checkpoint.
+    tracking.deliver(tracking_uri, run_id, trained.latest, config.tracking.outage_wait_minutes * 60, _say)
     tracking.end_trial(tracking_uri, run_id, "completed")
 
 
@@ -99,22 +98,28 @@ class Trial:
 
 def tuner(config: PipelineConfig, parent_id: str, tracking_uri: str, corpora: dict[str, Manifest],
           data: dict[str, TrainData], at_once: int, name: str) -> Any:
+    """Tune's search; an interrupted one of the same name is restored (Tune's own resume): its finished trials
+    stay as they were, the others continue."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
     sweep = config.sweep
     assert sweep is not None
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=config.model_dump(mode="json"), parent_id=parent_id,
+                             tracking_uri=tracking_uri, corpora=corpora, data=data, dashboard=trainer.has_dashboard()),
+        # The trial's Ray Train workers reserve what they need; the trial itself (driver of that training) takes
+        # nothing they could use. Tune refuses an empty request, hence one byte of memory.
+        {"CPU": 0, "memory": 1})
+    path = str(Path(storage_path(config)).resolve() / name)
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     scheduler = (ASHAScheduler(max_t=max_epochs(config), grace_period=min(sweep.grace_period, max_epochs(config)),
                                reduction_factor=sweep.reduction_factor)
                  if sweep.scheduler == "asha" else FIFOScheduler())
-    trainable = tune.with_parameters(run_trial, base=config.model_dump(mode="json"), parent_id=parent_id,
-                                     tracking_uri=tracking_uri, corpora=corpora, data=data,
-                                     dashboard=trainer.has_dashboard())
     return tune.Tuner(
-        # The trial's Ray Train workers reserve what they need; the trial itself (driver of that training) takes
-        # nothing they could use. Tune refuses an empty request, hence one byte of memory.
-        tune.with_resources(trainable, {"CPU": 0, "memory": 1}),
+        trainable,
         param_space=param_space(sweep),
         tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.order, scheduler=scheduler,
                                     num_samples=sweep.num_trials,
@@ -140,9 +145,15 @@ def check_sweep(config: PipelineConfig, cluster: dict[str, float]) -> int:
         raise UnavailableError(str(e)) from None
 
 
+@dataclass(frozen=True)
+class Searched:
+    trials: list[Trial]
+    interrupted: bool  # Ctrl-C: Tune stopped and saved the search before every trial had finished
+
+
 @task
 def search(config: PipelineConfig, parent_id: str, tracking_uri: str, corpora: dict[str, Manifest],
-           name: str) -> list[Trial]:
+           name: str) -> Searched:
     """Runs every trial on the Ray cluster; each trial's history and error as Tune recorded them."""
     trainer.connect(config.scaling)
     at_once = check_sweep(config, cluster_resources())
@@ -157,7 +168,19 @@ def search(config: PipelineConfig, parent_id: str, tracking_uri: str, corpora: d
         trials.append(Trial(result.metrics.get("trial_id", "") or Path(result.path).name,
                             {k: v for k, v in (result.config or {}).items()}, history,
                             None if result.error is None else str(result.error).splitlines()[0]))
-    return trials
+    return Searched(trials, interrupted=was_interrupted(grid.experiment_path, config.sweep.num_trials))
+
+
+def was_interrupted(experiment_path: str, num_trials: int) -> bool:
+    """Whether Ctrl-C ended Tune's search early. Tune then stops the running trials as TERMINATED, as a finished
+    search would, but the experiment state it saved just before (what `Tuner.restore` resumes) still has them
+    running, and lacks the trials not yet started."""
+    states = sorted(Path(experiment_path).glob("experiment_state-*.json"))
+    if not states:
+        return False
+    trials = json.loads(states[-1].read_text())["trial_data"]
+    statuses = [(json.loads(t) if isinstance(t, str) else t)["status"] for t, _ in trials]
+    return len(statuses) < num_trials or any(s not in ("TERMINATED", "ERROR") for s in statuses)
 
 
 def cluster_resources() -> dict[str, float]:
@@ -167,8 +190,9 @@ def cluster_resources() -> dict[str, float]:
 
 
 def settle(trials: list[Trial], tracking_uri: str, parent_id: str, config: PipelineConfig) -> list[Trial]:
-    """Each trial's child run and status. A trial that returned ended its run itself; one Tune stopped (ASHA, or
-    its last epoch reached) is still running in MLflow, and is ended here."""
+    """Each trial's child run and status. A trial that returned ended its run itself; one that failed (Tune
+    recorded its error), or that Tune stopped (ASHA, or its last epoch reached), is still running in MLflow, and
+    is ended here."""
     runs = tracking.trial_runs(tracking_uri, parent_id)
     settled = []
     for t in trials:
@@ -177,7 +201,12 @@ def settle(trials: list[Trial], tracking_uri: str, parent_id: str, config: Pipel
             settled.append(t)
             continue
         status = run.data.tags.get(tracking.TRIAL_STATUS_TAG)
-        if status is None:  # stopped by Tune: ASHA before its last epoch, or at it
+        if status == INTERRUPTED:  # Tune has finished it since the sweep was resumed: decided as below
+            status = None
+        if status is None and t.error is not None:
+            status = "failed"
+            tracking.end_trial(tracking_uri, run.info.run_id, status, RuntimeError(t.error))
+        elif status is None:  # stopped by Tune: ASHA before its last epoch, or at it
             epoch = int(max((r.get("epoch", 0) for r in t.history), default=0))
             if t.history and t.history[-1].get(CHECKPOINT_PATH):  # what rank 0 could not send before the stop
                 tracking.deliver(tracking_uri, run.info.run_id, t.history[-1][CHECKPOINT_PATH],
@@ -189,6 +218,17 @@ def settle(trials: list[Trial], tracking_uri: str, parent_id: str, config: Pipel
             log_learning_curves(tracking_uri, run.info.run_id)
         settled.append(replace(t, run_id=run.info.run_id, status=status))
     return settled
+
+
+def interrupted(tracking_uri: str, parent_id: str, name: str) -> None:
+    """Ctrl-C: the children of unfinished trials are ended KILLED, and the sweep stops here (its parent is ended
+    KILLED too); the same command with tracking.run_name=<name> resumes it."""
+    for run in tracking.trial_runs(tracking_uri, parent_id).values():
+        if run.info.status == "RUNNING":
+            tracking.end_trial(tracking_uri, run.info.run_id, INTERRUPTED, KeyboardInterrupt())
+    print(f"sweep {name!r} interrupted; to resume it, run the same command with --set tracking.run_name={name}",
+          flush=True)
+    raise KeyboardInterrupt
 
 
 def ranking(trials: list[Trial], sweep: SweepConfig) -> list[Trial]:
@@ -264,14 +304,19 @@ def sweep_pipeline(config: PipelineConfig) -> dict[str, Any]:
     corpora = corpora_for(config)
     parent = tracking.start_sweep(tracking_uri, config.tracking.experiment,
                                   config.tracking.run_name or f"sweep {provenance.run_name(config)}",
+                                  config.tracking.run_name,
                                   sweep_params(config), provenance.run_tags(config, next(iter(corpora.values()))
                                                                             .fingerprint),
                                   config.model_dump(mode="json"))
     name = config.tracking.run_name or f"sweep-{parent.run_id[:12]}"
+    if not config.tracking.run_name:
+        tracking.name_sweep(tracking_uri, parent.run_id, name)
     table: dict[str, list[Any]] = {}
     try:
-        trials = settle(search(config, parent.run_id, tracking_uri, corpora, name), tracking_uri, parent.run_id,
-                        config)
+        searched = search(config, parent.run_id, tracking_uri, corpora, name)
+        if searched.interrupted:
+            interrupted(tracking_uri, parent.run_id, name)
+        trials = settle(searched.trials, tracking_uri, parent.run_id, config)
         ranked = ranking(trials, config.sweep)
         table = ranking_table(ranked, config.sweep)
         if ranked[0].best(config.sweep.metric, config.sweep.order) is None:

@@ -11,6 +11,7 @@ It reuses Ray Train's cleaner actor and callback (ray 2.60.0, pinned) and replac
 """
 
 import contextlib
+import logging
 import queue
 from typing import Any
 
@@ -18,6 +19,7 @@ import ray
 from ray._common.constants import HEAD_NODE_RESOURCE_NAME
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+from ray.train.v2._internal.execution.controller import placement_group_cleaner
 from ray.train.v2._internal.execution.controller.placement_group_cleaner import PlacementGroupCleaner
 
 PING_TIMEOUT_S = 30.0  # a busy controller answers late; only an error means it is gone
@@ -41,6 +43,10 @@ class ControllerPingingCleaner(PlacementGroupCleaner):
         super().__init__(controller_actor_id=controller_actor_id, check_interval_s=check_interval_s,
                          get_actor_timeout_s=0, stop_timeout=stop_timeout)
         self._controller = controller
+        # Every sweep trial Tune stops takes its controller down: the clean-up that follows is routine there, and
+        # Ray's warning about it would reach the sweep's console once per trial.
+        logging.getLogger(placement_group_cleaner.__name__).addFilter(
+            lambda record: not record.getMessage().startswith("Detected that the Ray Train controller actor"))
 
     def _monitor_loop(self) -> None:
         group = None

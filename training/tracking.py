@@ -402,15 +402,37 @@ PARENT_TAG, TRIAL_TAG, TRIAL_STATUS_TAG = "mlflow.parentRunId", "alignflow.trial
 SWEEP_TAG = "alignflow.sweep"
 
 
-def start_sweep(tracking_uri: str, experiment: str, name: str, params: dict[str, Any], tags: dict[str, str],
-                config: dict[str, Any]) -> TrackedRun:
-    """The sweep's parent run: the search (space, scheduler) as params, the whole config as config.json."""
+def start_sweep(tracking_uri: str, experiment: str, name: str, resume_name: str | None, params: dict[str, Any],
+                tags: dict[str, str], config: dict[str, Any]) -> TrackedRun:
+    """The sweep's parent run: the search (space, scheduler) as params, the whole config as config.json. With a
+    `resume_name` (tracking.run_name) whose last sweep never completed, that parent is continued instead."""
     client = open_store(tracking_uri)
     exp_id = _experiment_id(client, experiment, tracking_uri)
-    run = client.create_run(exp_id, run_name=name, tags={**tags, SWEEP_TAG: "parent"})
+    previous = resumable_run(client, exp_id, resume_name, params)
+    if previous is not None and previous.data.tags.get(SWEEP_TAG) == "parent":
+        client.update_run(previous.info.run_id, status="RUNNING")
+        print(f"resuming sweep {resume_name!r}: MLflow run {previous.info.run_id} (was {previous.info.status})")
+        return TrackedRun(previous.info.run_id, exp_id)
+    run = client.create_run(exp_id, run_name=name, tags={**tags, SWEEP_TAG: "parent",
+                                                         **({RUN_NAME_TAG: resume_name} if resume_name else {})})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     client.log_dict(run.info.run_id, config, "config.json")
     return TrackedRun(run.info.run_id, exp_id)
+
+
+def name_sweep(tracking_uri: str, run_id: str, name: str) -> None:
+    """Names an unnamed sweep's parent, so that `tracking.run_name=<name>` finds it to resume."""
+    MlflowClient(tracking_uri).set_tag(run_id, RUN_NAME_TAG, name)
+
+
+def start_trial(tracking_uri: str, spec: RunSpec, manifest: Manifest, parent_id: str, trial_id: str) -> TrackedRun:
+    """A trial's child run; a trial resumed with its sweep continues the run it had (its training then resumes
+    from the checkpoint of that run), so a resumed sweep has no duplicate children."""
+    previous = trial_runs(tracking_uri, parent_id).get(trial_id)
+    if previous is not None:
+        MlflowClient(tracking_uri).update_run(previous.info.run_id, status="RUNNING")
+        return TrackedRun(previous.info.run_id, previous.info.experiment_id)
+    return start_run(tracking_uri, spec, manifest)
 
 
 def trial_runs(tracking_uri: str, parent_id: str) -> dict[str, Run]:

@@ -75,7 +75,7 @@ def screenshot(url: str, out: Path, headers: dict[str, str], wait_for: list[str]
                         break
                     time.sleep(1)
                 if script:
-                    page.call("Runtime.evaluate", expression=script, returnByValue=True)
+                    page.call("Runtime.evaluate", expression=script, returnByValue=True, awaitPromise=True)
                 time.sleep(2)  # let the page settle (charts animate in)
                 shot = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
                 out.parent.mkdir(parents=True, exist_ok=True)
