@@ -97,9 +97,9 @@ class Trial:
 
 
 def tuner(config: PipelineConfig, parent_id: str, tracking_uri: str, corpora: dict[str, Manifest],
-          data: dict[str, TrainData], at_once: int, name: str) -> Any:
-    """Tune's search; an interrupted one of the same name is restored (Tune's own resume): its finished trials
-    stay as they were, the others continue."""
+          data: dict[str, TrainData], at_once: int, name: str, resume: bool) -> Any:
+    """Tune's search; with `resume`, the interrupted one of the same name is restored (Tune's own resume): its
+    finished trials stay as they were, the others continue."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -113,7 +113,7 @@ def tuner(config: PipelineConfig, parent_id: str, tracking_uri: str, corpora: di
         # nothing they could use. Tune refuses an empty request, hence one byte of memory.
         {"CPU": 0, "memory": 1})
     path = str(Path(storage_path(config)).resolve() / name)
-    if tune.Tuner.can_restore(path):
+    if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     scheduler = (ASHAScheduler(max_t=max_epochs(config), grace_period=min(sweep.grace_period, max_epochs(config)),
                                reduction_factor=sweep.reduction_factor)
@@ -153,14 +153,14 @@ class Searched:
 
 @task
 def search(config: PipelineConfig, parent_id: str, tracking_uri: str, corpora: dict[str, Manifest],
-           name: str) -> Searched:
+           name: str, resume: bool) -> Searched:
     """Runs every trial on the Ray cluster; each trial's history and error as Tune recorded them."""
     trainer.connect(config.scaling)
     at_once = check_sweep(config, cluster_resources())
     get_run_logger().info(f"sweep {name!r}: {config.sweep.num_trials} trials, {at_once} at a time, "
                           f"{config.scaling.num_workers} worker(s) each, scheduler {config.sweep.scheduler}")
     data = {key: load_train_data(m.encoded) for key, m in corpora.items()}
-    grid = tuner(config, parent_id, tracking_uri, corpora, data, at_once, name).fit()
+    grid = tuner(config, parent_id, tracking_uri, corpora, data, at_once, name, resume).fit()
     trials = []
     for result in grid:
         frame = result.metrics_dataframe
@@ -313,7 +313,7 @@ def sweep_pipeline(config: PipelineConfig) -> dict[str, Any]:
         tracking.name_sweep(tracking_uri, parent.run_id, name)
     table: dict[str, list[Any]] = {}
     try:
-        searched = search(config, parent.run_id, tracking_uri, corpora, name)
+        searched = search(config, parent.run_id, tracking_uri, corpora, name, parent.resumed)
         if searched.interrupted:
             interrupted(tracking_uri, parent.run_id, name)
         trials = settle(searched.trials, tracking_uri, parent.run_id, config)

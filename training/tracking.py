@@ -275,6 +275,7 @@ class RunSpec:
 class TrackedRun:
     run_id: str
     experiment_id: str
+    resumed: bool = False  # an interrupted run (or sweep) of the same tracking.run_name, continued
 
 
 def resumable_run(client: MlflowClient, exp_id: str, name: str | None, params: dict[str, Any]) -> Run | None:
@@ -412,7 +413,7 @@ def start_sweep(tracking_uri: str, experiment: str, name: str, resume_name: str 
     if previous is not None and previous.data.tags.get(SWEEP_TAG) == "parent":
         client.update_run(previous.info.run_id, status="RUNNING")
         print(f"resuming sweep {resume_name!r}: MLflow run {previous.info.run_id} (was {previous.info.status})")
-        return TrackedRun(previous.info.run_id, exp_id)
+        return TrackedRun(previous.info.run_id, exp_id, resumed=True)
     run = client.create_run(exp_id, run_name=name, tags={**tags, SWEEP_TAG: "parent",
                                                          **({RUN_NAME_TAG: resume_name} if resume_name else {})})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
