@@ -1,8 +1,10 @@
 """What the integration tests need to watch and signal real processes: waiting on a condition, the Ray Train
 workers of this test's own process tree only, and which checkpoint Ray has registered for a run."""
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,6 +28,13 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, proc: subpro
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(every)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILLs whatever is left of a CLI started in its own session (its local Ray cluster with it)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
 
 
 def _stat_fields(pid: str) -> list[str]:

@@ -1,7 +1,6 @@
 """A real sweep: Ray Tune on the suite's local Ray cluster, a real MLflow store, Prefect's ephemeral API; one
 trial's worker is SIGKILLed mid-run, and the MLflow UI compares the trials in headless chromium."""
 
-import contextlib
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ from flows.config import load_config
 from tests.conftest import REPO, run_cli
 from tests.ops import browser, servers
 from tests.ops.conftest import ARTIFACTS
-from tests.processes import registered_epochs, train_workers, wait_for, worker_run_name
+from tests.processes import kill_group, registered_epochs, train_workers, wait_for, worker_run_name
 
 pytestmark = pytest.mark.integration
 
@@ -184,8 +183,7 @@ def test_ctrl_c_stops_the_sweep_marks_its_runs_killed_and_the_same_command_resum
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=300) == 130, log.read_text()[-3000:]
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc)
     first = log.read_text()
     hint = "sweep 'nightly' interrupted; to resume it, run the same command with --set tracking.run_name=nightly"
     assert hint in first and "alignflow: interrupted" in first.splitlines(), first[-3000:]

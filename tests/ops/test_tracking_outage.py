@@ -3,9 +3,7 @@ training for longer than the buffer's retry window (one quick attempt per flush)
 backend store and port -- or never again, until the run is resumed. Training never waits for it; every epoch's
 metrics end up in the run exactly once."""
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import REPO, TINY
 from tests.ops import servers
-from tests.processes import wait_for
+from tests.processes import kill_group, wait_for
 from training.tracking import RUN_NAME_TAG
 
 pytestmark = pytest.mark.integration
@@ -68,13 +66,6 @@ def _start(args: list[str], out: Path, tracking_url: str) -> subprocess.Popen:
                             cwd=out, env=env, start_new_session=True)
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    """SIGKILL whatever is left of the CLI's own process group (its local Ray cluster)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
 def _logs(out: Path) -> str:
     return (out / "stdout.log").read_text() + (out / "stderr.log").read_text()
 
@@ -108,7 +99,7 @@ def test_an_outage_in_the_middle_of_training_delays_the_metrics_not_the_training
         tracking.start()  # same store, same port
         assert proc.wait(timeout=420) == 0, _logs(tmp_path)[-4000:]
     finally:
-        _kill(proc)
+        kill_group(proc)
     logs = _logs(tmp_path)
     assert "unreachable; training goes on" in logs and "reachable again" in logs, logs[-4000:]
     client, run = _the_run(tracking.url, "outage")
@@ -130,7 +121,7 @@ def test_a_server_that_never_comes_back_ends_the_run_with_one_line_and_the_check
         tracking.stop()
         code = proc.wait(timeout=420)
     finally:
-        _kill(proc)
+        kill_group(proc)
     stderr = (first / "stderr.log").read_text()
     assert code == 2, _logs(first)[-4000:]
     assert "Traceback" not in stderr, stderr[-4000:]
@@ -145,7 +136,7 @@ def test_a_server_that_never_comes_back_ends_the_run_with_one_line_and_the_check
     try:
         assert proc.wait(timeout=420) == 0, _logs(second)[-4000:]
     finally:
-        _kill(proc)
+        kill_group(proc)
     client, run = _the_run(tracking.url, "lost")  # one run by that name: the same MLflow run, continued
     assert run.info.status == "FINISHED"
     _assert_every_epoch_once(client, run.info.run_id)

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import REPO
 from tests.console_checks import assert_console_is_clean
-from tests.processes import group_workers, registered_epoch, train_workers, wait_for
+from tests.processes import group_workers, kill_group, registered_epoch, train_workers, wait_for
 from training.tracking import RUN_NAME_TAG
 from training.translator import MODEL_CONFIG, WEIGHTS, Translator
 
@@ -65,7 +65,7 @@ def two_node_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            _kill_tree(proc)
+            kill_group(proc)
 
 
 def test_workers_are_placed_on_both_nodes_and_a_model_is_registered(two_node_cluster, tracking_uri,
@@ -75,7 +75,7 @@ def test_workers_are_placed_on_both_nodes_and_a_model_is_registered(two_node_clu
     try:
         assert proc.wait(timeout=900) == 0, (tmp_path / "cli.log").read_text()[-3000:]
     finally:
-        _kill_tree(proc)
+        kill_group(proc)
 
     client = MlflowClient(tracking_uri)
     [run] = client.search_runs(client.get_experiment_by_name("alignflow").experiment_id)
@@ -92,13 +92,6 @@ def _start_cli(args: list[str], log: Path, extra_env: dict[str, str] | None = No
     env = {**os.environ, "PYTHONPATH": str(REPO), **PATIENT_PREFECT, **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *args], stdout=log.open("w"),
                             stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env, start_new_session=True)
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL whatever is left of the CLI's own process group (its local Ray cluster)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
 
 
 def _resumed_at(log: Path) -> list[int]:
@@ -126,7 +119,7 @@ def test_a_killed_worker_and_then_a_killed_pipeline_resume_from_checkpoints_in_t
         os.kill(first.pid, signal.SIGKILL)  # the driver dies without any chance to clean up
         first.wait(timeout=30)
     finally:
-        _kill_tree(first)
+        kill_group(first)
     [worker_restart] = _resumed_at(first_log)
     assert before_worker_kill <= worker_restart - 1 <= before_worker_kill + 1  # Ray may register one more first
     checkpointed = registered_epoch(ray_storage)
@@ -140,7 +133,7 @@ def test_a_killed_worker_and_then_a_killed_pipeline_resume_from_checkpoints_in_t
     try:
         assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
     finally:
-        _kill_tree(second)
+        kill_group(second)
     out = (tmp_path / "second.log").read_text()
     [start] = _resumed_at(tmp_path / "second.log")
     # From the checkpoint Ray had registered when the driver died, or from one written a moment later, before the
@@ -182,7 +175,7 @@ def test_ctrl_c_or_sigterm_stops_the_training_job_and_leaves_a_usable_checkpoint
         # the job was stopped, not orphaned: no training worker of this run survives its driver
         wait_for(lambda: not group_workers(proc.pid), 30, "the training workers to exit")
     finally:
-        _kill_tree(proc)
+        kill_group(proc)
     assert message in (tmp_path / "run.log").read_text()
 
     client = MlflowClient(tracking_uri)
