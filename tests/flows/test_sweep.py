@@ -1,4 +1,4 @@
-"""A real sweep: Ray Tune on the suite's local Ray cluster, a real MLflow store, Prefect's ephemeral API; one
+"""A real sweep: Ray Tune on the suite's local Ray cluster, a real MLflow store, the suite's Prefect server; one
 trial's worker is SIGKILLed mid-run, and the MLflow UI compares the trials in headless chromium."""
 
 import json
@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,12 @@ SMALL = ["data.sizes.train=2000", "data.sizes.validation=100", "data.sizes.test=
 
 
 def _kill_a_trials_worker_after_its_first_checkpoint(ray_storage: Path, killed: list[str]) -> None:
-    """SIGKILLs the Ray Train worker of the first trial to checkpoint epoch 1, a moment into its epoch 2."""
-    name = wait_for(lambda: next(iter(registered_epochs(ray_storage)), None), 600, "a trial's first checkpoint")
-    time.sleep(1.0)  # past the first batches of epoch 2
-    [pid] = wait_for(lambda: [p for p in train_workers() if worker_run_name(p) == name], 30, f"{name}'s worker")
+    """SIGKILLs the Ray Train worker of the first trial to checkpoint epoch 1, as soon as Ray has registered that
+    checkpoint: its epoch 2 (the last, a few seconds) is under way by then, and must not be over."""
+    name = wait_for(lambda: next(iter(registered_epochs(ray_storage)), None), 600, "a trial's first checkpoint",
+                    every=0.05)
+    [pid] = wait_for(lambda: [p for p in train_workers() if worker_run_name(p) == name], 30, f"{name}'s worker",
+                     every=0.05)
     os.kill(pid, signal.SIGKILL)
     killed.append(name)
 
