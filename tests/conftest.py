@@ -1,7 +1,11 @@
-"""Shared fixtures: a real local Ray cluster, a throwaway MLflow sqlite store, Prefect's ephemeral API."""
+"""Shared fixtures: a real local Ray cluster, a throwaway MLflow sqlite store, one real Prefect API server."""
 
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,59 @@ os.environ.setdefault("PREFECT_HOME", str(Path(os.environ.get("TMPDIR", "/tmp"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # a busy 2-core machine
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the Hub is unreachable here: fail fast, never wait on it
+# Ray Train's controller polls its workers every 2 s by default, so each of the suite's ~30 trainings waits up to
+# twice that to see its workers start and finish; polling faster changes nothing else.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+PREFECT_SERVER_LOG = Path(os.environ["PREFECT_HOME"]) / "server.log"
+_PREFECT_SERVER = pytest.StashKey[subprocess.Popen]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One `prefect server start` for the whole session, set as PREFECT_API_URL before Prefect is imported: every
+    flow the suite runs, in this process or in a CLI subprocess, reports to it, rather than each process starting
+    Prefect's temporary server (~10 s apiece on 2 cores). Started here, so it comes up while collection goes on;
+    `prefect_server` waits for it. A PREFECT_API_URL already set is used as it is."""
+    if "PREFECT_API_URL" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    PREFECT_SERVER_LOG.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
+           "--no-services", "--no-ui"]  # flows report runs and states; schedules are tests/ops' own server's
+    config.stash[_PREFECT_SERVER] = subprocess.Popen(cmd, stdout=PREFECT_SERVER_LOG.open("wb"),
+                                                     stderr=subprocess.STDOUT)
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = config.stash.get(_PREFECT_SERVER, None)
+    if server is not None:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server(pytestconfig: pytest.Config) -> None:
+    """Waits until the session's Prefect server answers (see pytest_configure)."""
+    server = pytestconfig.stash.get(_PREFECT_SERVER, None)
+    if server is None:
+        return
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            with urllib.request.urlopen(f"{os.environ['PREFECT_API_URL']}/health", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            tail = PREFECT_SERVER_LOG.read_text(errors="replace")[-3000:]
+            pytest.exit(f"the session's Prefect server did not start ({server.poll()}):\n{tail}", returncode=3)
+        time.sleep(0.5)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

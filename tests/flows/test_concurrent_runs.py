@@ -20,7 +20,9 @@ def test_two_runs_with_the_same_config_and_work_dir_both_finish_and_register(tmp
                  "model.emb_size=16", "model.enc_hidden=16", "model.dec_hidden=32", "model.att_hidden=16",
                  "train.epochs=1", "train.heatmap_examples=1", "scaling.num_workers=1",
                  f"work_dir={tmp_path / 'work'}", "tracking.model_name=twin"]
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(REPO)}
+    # Prefect's own temporary server, as without PREFECT_API_URL, in a home both runs create at once
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"},
+           "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "flows.cli", "run", *(a for o in overrides for a in ("--set", o))]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                               cwd=tmp_path) for _ in range(2)]

@@ -12,9 +12,11 @@ from tests.conftest import REPO
     (["--config", str(REPO / "configs/default.yaml"), "--interval", "0"], "must be a positive number"),
     (["--config", str(REPO / "configs/default.yaml"), "--interval", "60"], "PREFECT_API_URL is not set"),
 ])
-def test_deploy_rejects_bad_input_in_one_line(args, message, capsys, monkeypatch):
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    assert main(["deploy", "--name", "nightly", *args]) == 2
+def test_deploy_rejects_bad_input_in_one_line(args, message, capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # as without the suite's Prefect server
+        assert main(["deploy", "--name", "nightly", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("alignflow: error: ") and message in err[0], err
 

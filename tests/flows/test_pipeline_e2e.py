@@ -1,4 +1,4 @@
-"""The whole pipeline on real parts: Prefect (ephemeral API) -> Ray Train (2 local workers) -> MLflow (sqlite),
+"""The whole pipeline on real parts: Prefect (the suite's API server) -> Ray Train (2 local workers) -> MLflow (sqlite),
 then the registered model loaded in a fresh process."""
 
 import re
