@@ -1,16 +1,14 @@
 """Shared fixtures: a real local Ray cluster, a throwaway MLflow sqlite store, one real Prefect API server."""
 
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.ops import servers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "multi30k"
@@ -25,7 +23,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the Hub is unreachable here
 # twice that to see its workers start and finish; polling faster changes nothing else.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 PREFECT_SERVER_LOG = Path(os.environ["PREFECT_HOME"]) / "server.log"
-_PREFECT_SERVER = pytest.StashKey[subprocess.Popen]()
+_PREFECT_SERVER = pytest.StashKey[servers.Server]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,25 +33,17 @@ def pytest_configure(config: pytest.Config) -> None:
     `prefect_server` waits for it. A PREFECT_API_URL already set is used as it is."""
     if "PREFECT_API_URL" in os.environ:
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    PREFECT_SERVER_LOG.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
+    port = servers.free_port()
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", servers.HOST, "--port", str(port),
            "--no-services", "--no-ui"]  # flows report runs and states; schedules are tests/ops' own server's
-    config.stash[_PREFECT_SERVER] = subprocess.Popen(cmd, stdout=PREFECT_SERVER_LOG.open("wb"),
-                                                     stderr=subprocess.STDOUT)
-    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    config.stash[_PREFECT_SERVER] = servers.Server("prefect-session", cmd, PREFECT_SERVER_LOG).start()
+    os.environ["PREFECT_API_URL"] = f"http://{servers.HOST}:{port}/api"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     server = config.stash.get(_PREFECT_SERVER, None)
     if server is not None:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        server.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -62,18 +52,11 @@ def prefect_server(pytestconfig: pytest.Config) -> None:
     server = pytestconfig.stash.get(_PREFECT_SERVER, None)
     if server is None:
         return
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            with urllib.request.urlopen(f"{os.environ['PREFECT_API_URL']}/health", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            tail = PREFECT_SERVER_LOG.read_text(errors="replace")[-3000:]
-            pytest.exit(f"the session's Prefect server did not start ({server.poll()}):\n{tail}", returncode=3)
-        time.sleep(0.5)
+    health = f"{os.environ['PREFECT_API_URL']}/health"
+    try:
+        server.wait_until(lambda: servers.http_status(health, timeout=5) == 200, timeout=300)
+    except RuntimeError as e:  # one message for the session, not an error for every test
+        pytest.exit(f"the session's Prefect server did not start: {e}", returncode=3)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
