@@ -92,15 +92,25 @@ def worker_run_name(pid: int) -> str | None:
         return None
 
 
-def registered_epochs(ray_storage: Path) -> dict[str, int]:
-    """The epoch of the latest checkpoint Ray's controller has registered (what a restart resumes from), by run
-    name (RunConfig.name), for every run under `ray_storage` that has one."""
+def registered_checkpoints(ray_storage: Path) -> dict[str, Path]:
+    """The latest checkpoint Ray's controller has registered (what a restart resumes from), by run name
+    (RunConfig.name), for every run under `ray_storage` that has one."""
     out = {}
     for snapshot in ray_storage.glob("*/checkpoint_manager_snapshot.json"):
         try:
             latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-            progress = snapshot.parent / latest["checkpoint_dir_name"] / "progress.json"
-            out[snapshot.parent.name] = int(json.loads(progress.read_text())["epoch"])
+            out[snapshot.parent.name] = snapshot.parent / latest["checkpoint_dir_name"]
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+    return out
+
+
+def registered_epochs(ray_storage: Path) -> dict[str, int]:
+    """The epoch of each run's latest registered checkpoint (see `registered_checkpoints`)."""
+    out = {}
+    for name, checkpoint in registered_checkpoints(ray_storage).items():
+        try:
+            out[name] = int(json.loads((checkpoint / "progress.json").read_text())["epoch"])
         except (OSError, ValueError, TypeError, KeyError):
             continue
     return out

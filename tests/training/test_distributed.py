@@ -17,24 +17,13 @@ from mlflow import MlflowClient
 
 from tests.conftest import REPO
 from tests.console_checks import assert_console_is_clean
-from tests.processes import group_workers, kill_group, registered_epoch, train_workers, wait_for
+from tests.processes import group_workers, kill_group, registered_checkpoints, registered_epoch, train_workers, wait_for
 from training.tracking import RUN_NAME_TAG
 from training.translator import MODEL_CONFIG, WEIGHTS, Translator
 
 pytestmark = pytest.mark.integration
 
 SMALL = ["data.sizes.train=1500", "data.sizes.validation=100", "data.sizes.test=100"]
-# Prefect's ephemeral API gets 20 s to start by default, too little on a busy 2-core machine.
-PATIENT_PREFECT = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
-
-
-@pytest.fixture(autouse=True)
-def _patient_prefect() -> Iterator[None]:
-    # Prefect read its environment at import, so this process needs its settings context changed.
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
-
-    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180}):
-        yield
 
 
 def _epoch_history(client: MlflowClient, run_id: str, key: str = "epoch") -> list[tuple[int, float]]:
@@ -89,7 +78,7 @@ def test_workers_are_placed_on_both_nodes_and_a_model_is_registered(two_node_clu
 
 def _start_cli(args: list[str], log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     # Its own session, so the test can clean up exactly that process tree (its Ray cluster included).
-    env = {**os.environ, "PYTHONPATH": str(REPO), **PATIENT_PREFECT, **(extra_env or {})}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *args], stdout=log.open("w"),
                             stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env, start_new_session=True)
 
@@ -184,8 +173,7 @@ def test_ctrl_c_or_sigterm_stops_the_training_job_and_leaves_a_usable_checkpoint
     # the last registered checkpoint still loads and translates
     epoch = registered_epoch(ray_storage)
     assert epoch is not None and epoch < 6
-    [snapshot] = ray_storage.glob("*/checkpoint_manager_snapshot.json")
-    ckpt = snapshot.parent / json.loads(snapshot.read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]
+    [ckpt] = registered_checkpoints(ray_storage).values()
     [prepared] = (tmp_path / "work" / "prepared").glob("*/manifest.json")
     translator = Translator.from_files(ckpt / WEIGHTS, ckpt / MODEL_CONFIG, prepared.parent / "src_tokenizer.json",
                                        prepared.parent / "tgt_tokenizer.json")
