@@ -46,7 +46,7 @@ def stack() -> Iterator[Stack]:
         user, password = "admin", secrets.token_urlsafe(12)
         auth_ini = root / "basic_auth.ini"
         auth_ini.write_text(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = {pg.url('mlflow_users')}\n"
-                            f"admin_username = {user}\n")
+                            f"admin_username = {user}\nauth_cache_ttl_seconds = 60\n")  # as infra/mlflow does
         auth, auth_url = servers.mlflow_server(
             pg.url("mlflow"), root / "mlflow", ["--app-name", "basic-auth"],
             env={"MLFLOW_AUTH_CONFIG_PATH": str(auth_ini), "MLFLOW_AUTH_ADMIN_PASSWORD": password,

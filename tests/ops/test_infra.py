@@ -50,6 +50,7 @@ def test_mlflow_runs_with_basic_auth_and_prefect_with_an_api_auth_string():
     services = _compose()["services"]
     entry = (INFRA / "mlflow" / "entrypoint.sh").read_text()
     assert "--app-name basic-auth" in entry and "default_permission = NO_PERMISSIONS" in entry
+    assert "auth_cache_ttl_seconds = 60" in entry  # one password hash per client a minute, not per request
     assert "postgresql://" in services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
     prefect_env = services["prefect"]["environment"]
     assert prefect_env["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
