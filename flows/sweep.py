@@ -125,7 +125,11 @@ def tuner(config: PipelineConfig, parent_id: str, tracking_uri: str, corpora: di
                                     num_samples=sweep.num_trials,
                                     # Tune hands max_concurrent_trials to its own generator only, not to one given
                                     search_alg=BasicVariantGenerator(random_state=sweep.seed, max_concurrent=at_once)),
-        run_config=tune.RunConfig(name=name, storage_path=str(Path(storage_path(config)).resolve()), verbose=0))
+        # A trial whose driver fails (its actor or node lost, an error outside the workers) is run again as Tune
+        # does it, with the retries a run's worker group gets: its child run and Ray Train run are found by name,
+        # so it resumes from its latest checkpoint, as a resumed sweep does.
+        run_config=tune.RunConfig(name=name, storage_path=str(Path(storage_path(config)).resolve()), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=config.scaling.max_failures)))
 
 
 def per_trial(config: PipelineConfig) -> dict[str, float]:
@@ -204,8 +208,8 @@ def settle(trials: list[Trial], tracking_uri: str, parent_id: str, config: Pipel
         if status == INTERRUPTED:  # Tune has finished it since the sweep was resumed: decided as below
             status = None
         if status is None and t.error is not None:
-            status = "failed"
-            tracking.end_trial(tracking_uri, run.info.run_id, status, RuntimeError(t.error))
+            status = "failed"  # the child run's status tag names the error, as the ranking table does
+            tracking.end_trial(tracking_uri, run.info.run_id, f"failed: {t.error}", RuntimeError(t.error))
         elif status is None:  # stopped by Tune: ASHA before its last epoch, or at it
             epoch = int(max((r.get("epoch", 0) for r in t.history), default=0))
             if t.history and t.history[-1].get(CHECKPOINT_PATH):  # what rank 0 could not send before the stop

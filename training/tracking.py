@@ -446,8 +446,8 @@ def trial_runs(tracking_uri: str, parent_id: str) -> dict[str, Run]:
 
 
 def end_trial(tracking_uri: str, run_id: str, status: str, error: BaseException | None = None) -> None:
-    """A trial's child run: its status tag (`completed`, `stopped early by ASHA at epoch k`, `failed`), then ended
-    like a pipeline run (FINISHED and complete, or FAILED / KILLED)."""
+    """A trial's child run: its status tag (`completed`, `stopped early by ASHA at epoch k`, `failed: <error>`),
+    then ended like a pipeline run (FINISHED and complete, or FAILED / KILLED)."""
     MlflowClient(tracking_uri).set_tag(run_id, TRIAL_STATUS_TAG, status)
     end_run(tracking_uri, run_id, error)
 

@@ -92,9 +92,10 @@ def test_a_4_trial_asha_sweep_gives_a_parent_4_children_and_registers_the_best(s
     statuses = {r.info.run_id: r.data.tags["alignflow.trial_status"] for r in children}
     for run in children:
         assert run.data.params["train.lr"] in {"0.001", "0.003", "0.006", "3.0"}
-        epochs = client.get_metric_history(run.info.run_id, "epoch")
-        assert [m.value for m in epochs] == list(range(1, len(epochs) + 1)) and epochs[0].step > 0
         assert run.info.status == "FINISHED", statuses
+        epochs = client.get_metric_history(run.info.run_id, "epoch")
+        assert epochs and [m.value for m in epochs] == list(range(1, len(epochs) + 1)), (statuses, table["status"])
+        assert epochs[0].step > 0
     assert any(s.startswith("stopped early by ASHA at epoch") for s in statuses.values()), statuses
     assert statuses[summary["run_id"]] in ("completed",) or "ASHA" in statuses[summary["run_id"]]
 
