@@ -193,6 +193,11 @@ def cluster_resources() -> dict[str, float]:
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 
+def failed_status(error: str) -> str:
+    """How a failed trial's status reads in its child run's tag and in the ranking table."""
+    return f"failed: {error}"
+
+
 def settle(trials: list[Trial], tracking_uri: str, parent_id: str, config: PipelineConfig) -> list[Trial]:
     """Each trial's child run and status. A trial that returned ended its run itself; one that failed (Tune
     recorded its error), or that Tune stopped (ASHA, or its last epoch reached), is still running in MLflow, and
@@ -208,8 +213,8 @@ def settle(trials: list[Trial], tracking_uri: str, parent_id: str, config: Pipel
         if status == INTERRUPTED:  # Tune has finished it since the sweep was resumed: decided as below
             status = None
         if status is None and t.error is not None:
-            status = "failed"  # the child run's status tag names the error, as the ranking table does
-            tracking.end_trial(tracking_uri, run.info.run_id, f"failed: {t.error}", RuntimeError(t.error))
+            status = "failed"
+            tracking.end_trial(tracking_uri, run.info.run_id, failed_status(t.error), RuntimeError(t.error))
         elif status is None:  # stopped by Tune: ASHA before its last epoch, or at it
             epoch = int(max((r.get("epoch", 0) for r in t.history), default=0))
             if t.history and t.history[-1].get(CHECKPOINT_PATH):  # what rank 0 could not send before the stop
@@ -253,7 +258,7 @@ def ranking_table(trials: list[Trial], sweep: SweepConfig) -> dict[str, list[Any
         best = t.best(sweep.metric, sweep.order)
         table["rank"].append(i)
         table["run_id"].append(t.run_id or "")
-        table["status"].append(t.status if t.error is None else f"failed: {t.error}")
+        table["status"].append(t.status if t.error is None else failed_status(t.error))
         table["epochs"].append(int(max((r.get("epoch", 0) for r in t.history), default=0)))
         table[sweep.metric].append(None if best is None else round(float(best[sweep.metric]), 4))
         for k in keys:

@@ -106,7 +106,7 @@ def test_a_killed_worker_and_then_a_killed_pipeline_resume_from_checkpoints_in_t
         worker = wait_for(lambda: train_workers(first.pid)[-1:], 30, "a training worker", first)[0]
         os.kill(worker, signal.SIGKILL)
         # The restarted group has started from a checkpoint and Ray has registered one of its own.
-        wait_for(lambda: _resumed_at(first_log) and (registered_epoch(ray_storage) or 0) >= _resumed_at(first_log)[0],
+        wait_for(lambda: (resumed := _resumed_at(first_log)) and (registered_epoch(ray_storage) or 0) >= resumed[0],
                  420, "a checkpoint of the restarted worker group", first, every=0.05)
         os.kill(first.pid, signal.SIGKILL)  # the driver dies without any chance to clean up
         first.wait(timeout=30)
